@@ -1,0 +1,1 @@
+"""Backends turn (fused) graph nodes into kernels. `reference` is the ground truth."""

@@ -1,0 +1,179 @@
+"""The op registry: each op is defined once, here and in its family module.
+
+An `OpDef` says everything the rest of rlx needs to know about an op: its
+inputs, its attribute schema (with defaults and canonical forms), its shape and
+dtype rule, its numpy reference semantics and its FLOP count. The builder,
+printer, parser, verifier, reference interpreter and passes all read these
+definitions; nothing else hard-codes an op's meaning.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from rlx.errors import AttributeSchemaError, ShapeError
+from rlx.ir.types import TensorType
+
+REQUIRED = object()
+
+# Attribute kinds and how a user-supplied value is brought to canonical form.
+_ATTR_KINDS = ("int", "float", "bool", "str", "ints", "floats", "optional_float",
+               "optional_ints", "any")
+
+
+@dataclass(frozen=True)
+class Attr:
+    kind: str
+    default: Any = REQUIRED
+    choices: tuple | None = None
+    doc: str = ""
+
+    def canonical(self, op: str, name: str, value):
+        if value is None and self.kind in ("optional_float", "optional_ints", "any"):
+            return None
+        try:
+            if self.kind == "int":
+                if isinstance(value, bool) or int(value) != value:
+                    raise TypeError
+                value = int(value)
+            elif self.kind in ("float", "optional_float"):
+                if isinstance(value, bool):
+                    raise TypeError
+                value = float(value)
+            elif self.kind == "bool":
+                if not isinstance(value, (bool, np.bool_)):
+                    raise TypeError
+                value = bool(value)
+            elif self.kind == "str":
+                if not isinstance(value, str):
+                    raise TypeError
+            elif self.kind in ("ints", "optional_ints"):
+                if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
+                    value = (int(value),)  # a scalar where a list is expected: ops expand it
+                if any(isinstance(v, bool) or int(v) != v for v in value):
+                    raise TypeError
+                value = tuple(int(v) for v in value)
+            elif self.kind == "floats":
+                value = tuple(float(v) for v in value)
+            elif self.kind == "any":
+                value = _freeze(value)
+        except (TypeError, ValueError):
+            raise AttributeSchemaError(
+                f"{op}: attribute {name}={value!r} is not of kind {self.kind}"
+            ) from None
+        if self.choices is not None and value not in self.choices:
+            raise AttributeSchemaError(
+                f"{op}: attribute {name}={value!r} must be one of {list(self.choices)}"
+            )
+        return value
+
+
+def _freeze(value):
+    if isinstance(value, (list, tuple)):
+        return tuple(_freeze(v) for v in value)
+    return value
+
+
+@dataclass
+class OpDef:
+    """The single definition of an op."""
+
+    name: str
+    #: input names; a trailing "?" marks an optional input, "*" a variadic tail.
+    inputs: tuple[str, ...]
+    attrs: dict[str, Attr]
+    infer: Callable[[list, dict], list[TensorType]]
+    reference: Callable[[list, dict], list[np.ndarray]]
+    category: str = "other"
+    doc: str = ""
+    #: FLOPs for one execution given (input types, output types, attrs).
+    flops: Callable[[list, list, dict], int] | None = None
+    #: canonicalize attributes once input types are known (e.g. resolve -1 in reshape).
+    normalize: Callable[[list, dict], dict] | None = None
+    #: for elementwise ops: True if f(0, ...) == 0 is not needed by anyone; kept for fusion rules.
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def variadic(self) -> bool:
+        return bool(self.inputs) and self.inputs[-1].endswith("*")
+
+    def input_arity(self) -> tuple[int, int | None]:
+        required = sum(1 for n in self.inputs if not n.endswith(("?", "*")))
+        if self.variadic:
+            return required, None
+        return required, len(self.inputs)
+
+    def canonical_attrs(self, given: dict, input_types: Sequence[TensorType | None]) -> dict:
+        unknown = set(given) - set(self.attrs)
+        if unknown:
+            raise AttributeSchemaError(
+                f"{self.name}: unknown attribute(s) {sorted(unknown)}; "
+                f"known: {sorted(self.attrs) or 'none'}"
+            )
+        out = {}
+        for name, spec in self.attrs.items():
+            if name in given:
+                out[name] = spec.canonical(self.name, name, given[name])
+            elif spec.default is REQUIRED:
+                raise AttributeSchemaError(f"{self.name}: missing required attribute {name!r}")
+            else:
+                out[name] = spec.default
+        if self.normalize is not None:
+            out = self.normalize(list(input_types), out)
+        return out
+
+    # The three entry points everyone calls; ops with a body (``fused``) get it too.
+
+    def infer_types(self, ins: list, attrs: dict, body=None) -> list[TensorType]:
+        if self.extra.get("takes_body"):
+            return self.infer(ins, attrs, body)
+        return self.infer(ins, attrs)
+
+    def evaluate(self, ins: list, attrs: dict, body=None) -> list[np.ndarray]:
+        if self.extra.get("takes_body"):
+            return self.reference(ins, attrs, body)
+        return self.reference(ins, attrs)
+
+    def count_flops(self, ins: list, outs: list, attrs: dict, body=None) -> int:
+        if self.flops is None:
+            return 0
+        if self.extra.get("takes_body"):
+            return self.flops(ins, outs, attrs, body)
+        return self.flops(ins, outs, attrs)
+
+    def check_arity(self, n: int) -> None:
+        lo, hi = self.input_arity()
+        if n < lo or (hi is not None and n > hi):
+            expected = f"{lo}" if lo == hi else f"{lo}..{hi if hi is not None else 'n'}"
+            raise ShapeError(
+                f"{self.name} takes {expected} inputs ({', '.join(self.inputs)}), got {n}"
+            )
+
+
+OPS: dict[str, OpDef] = {}
+
+
+def define(name: str, inputs: Sequence[str], attrs: dict | None = None, *, infer, reference,
+           category: str = "other", doc: str = "", flops=None, normalize=None, **extra) -> OpDef:
+    if name in OPS:
+        raise ValueError(f"op {name!r} defined twice")
+    op = OpDef(name, tuple(inputs), dict(attrs or {}), infer, reference, category, doc,
+               flops, normalize, dict(extra))
+    OPS[name] = op
+    return op
+
+
+def get_op(name: str) -> OpDef:
+    try:
+        return OPS[name]
+    except KeyError:
+        raise AttributeSchemaError(f"unknown op {name!r}") from None
+
+
+def fail(op: str, message: str, *types) -> None:
+    """Raise a ShapeError that names the op and the types involved."""
+    shown = ", ".join(str(t) for t in types if t is not None)
+    raise ShapeError(f"{op}: {message}" + (f" (inputs: {shown})" if shown else ""))

@@ -1,0 +1,21 @@
+"""Options passes read. The runtime's compile profile maps onto these.
+
+Passes know only the IR, never the runtime, so they take this small record
+instead of a `CompileProfile`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class PassOptions:
+    #: rewrite `attention` into matmul + softmax + matmul (else a backend runs it blocked)
+    lower_attention: bool = False
+    #: run the fusion passes
+    fuse: bool = True
+    #: fold GEMM epilogues (bias, activation, residual, scale) into the GEMM kernel
+    fuse_epilogues: bool = True
+    #: verify the graph after every pass
+    verify: bool = False

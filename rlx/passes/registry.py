@@ -1,0 +1,63 @@
+"""Every pass, registered here and only here, and the standard pipelines.
+
+To add a pass: write ``def my_pass(graph, options) -> Graph`` in its own module
+under `rlx/passes/`, add one `Pass(...)` line below, and put its name into the
+pipeline where it belongs.
+"""
+
+from __future__ import annotations
+
+from rlx.errors import RlxError
+from rlx.passes.cse import cse
+from rlx.passes.dce import dce
+from rlx.passes.fold_constants import fold_constants
+from rlx.passes.infer_shapes import infer_shapes
+from rlx.passes.lower_attention import lower_attention
+from rlx.passes.lower_conv import lower_conv
+from rlx.passes.lower_conv_transpose import lower_conv_transpose
+from rlx.passes.lower_linear import lower_linear
+from rlx.passes.lower_pool import lower_pool
+from rlx.passes.lower_windows import lower_windows
+from rlx.passes.manager import Pass
+from rlx.passes.options import PassOptions
+from rlx.passes.simplify_movement import simplify_movement
+
+PASSES: dict[str, Pass] = {p.name: p for p in [
+    Pass("infer-shapes", infer_shapes, "re-derive canonical attributes and result types"),
+    Pass("lower-linear", lower_linear, "linear -> 2-D matmul (transposed weight) + bias"),
+    Pass("lower-conv", lower_conv, "conv2d -> patch matrix (reshape or im2col) + matmul + bias"),
+    Pass("lower-conv-transpose", lower_conv_transpose,
+         "conv_transpose2d with kernel == stride -> matmul + depth-to-space"),
+    Pass("lower-windows", lower_windows, "window (un)partition -> pad/reshape/transpose/slice"),
+    Pass("lower-attention", lower_attention,
+         "attention -> matmul + rel-pos bias + softmax + matmul (if the options ask)"),
+    Pass("lower-pool", lower_pool, "non-overlapping max_pool2d -> reshape + reduce_max"),
+    Pass("fold-constants", fold_constants, "weight-only subexpressions -> derived weights"),
+    Pass("simplify-movement", simplify_movement, "collapse reshape/transpose chains"),
+    Pass("cse", cse, "merge identical computations"),
+    Pass("dce", dce, "drop unused nodes and weights"),
+]}
+
+#: Lowering from HIR to the primitive ops backends compile.
+LOWERING = ["infer-shapes", "lower-linear", "lower-conv", "lower-conv-transpose",
+            "lower-windows", "lower-attention", "lower-pool"]
+CLEANUP = ["fold-constants", "simplify-movement", "cse", "dce"]
+
+
+def register(p: Pass) -> None:
+    """Add a pass (for extensions outside rlx); names are unique."""
+    if p.name in PASSES:
+        raise ValueError(f"pass {p.name!r} already registered")
+    PASSES[p.name] = p
+
+
+def get_pass(name: str) -> Pass:
+    try:
+        return PASSES[name]
+    except KeyError:
+        raise RlxError(f"unknown pass {name!r}; known: {', '.join(PASSES)}") from None
+
+
+def default_pipeline(options: PassOptions | None = None) -> list[str]:
+    """Names of the passes a compile runs, in order."""
+    return LOWERING + CLEANUP
