@@ -251,3 +251,19 @@ def _gather_ref(ins, attrs):
 define("gather", ["table", "indices"], {"axis": Attr("int", 0)}, infer=_gather_infer,
        reference=_gather_ref, category="movement", flops=lambda i, o, a: 0,
        doc="embedding lookup: take slices of table along axis at integer indices")
+
+
+def _arange_infer(ins, attrs):
+    n = len(range(attrs["start"], attrs["stop"], attrs["step"])) if attrs["step"] else -1
+    if n < 0:
+        fail("arange", "step must be non-zero")
+    return [TensorType((n,), attrs["dtype"])]
+
+
+define("arange", [], {"start": Attr("int", 0), "stop": Attr("int"), "step": Attr("int", 1),
+                      "dtype": Attr("str", "i64", ("i32", "i64", "f32"))},
+       infer=_arange_infer,
+       reference=lambda ins, a: [np.arange(a["start"], a["stop"], a["step"]).astype(
+           {"i32": np.int32, "i64": np.int64, "f32": np.float32}[a["dtype"]])],
+       category="movement", flops=lambda i, o, a: 0,
+       doc="the integers start, start+step, ... below stop (index tables; folded at bind time)")
