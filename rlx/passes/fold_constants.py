@@ -38,11 +38,10 @@ def fold_constants(graph: Graph, options=None) -> Graph:
         for v in operands:
             if v is not None and v.kind != WEIGHT:  # a literal: make it a derived scalar
                 c = v.producer
-                v = _derive(rw, definitions, "const", [], c.attrs, "const")
+                v = _derive(rw, definitions, "const", [], c.attrs, v.name)
             args.append(v)
-        base = next((v.name for v in args if v is not None), "const")
         rw.vmap[id(node.output)] = _derive(rw, definitions, node.op, args, node.attrs,
-                                           f"{base}.{node.op}")
+                                           node.output.name)
     return rw.finish()
 
 
