@@ -1,0 +1,150 @@
+"""compile_graph: HIR graph + compile profile -> a callable compiled graph.
+
+The steps, each visible on its own: run the pass pipeline the profile implies
+(lowering, cleanup, fusion), hand every non-view node to the profile's backend
+(nodes it declines run on the reference kernels), plan memory, and wrap it all
+in an `ExecutablePlan`. Weights are bound separately, so a graph can be
+compiled (and its kernels cached) before any checkpoint is read.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Mapping
+
+import numpy as np
+
+from rlx.backends.base import Backend, KernelContext, get_backend
+from rlx.backends.reference.backend import ReferenceKernel
+from rlx.ir.analysis import graph_flops
+from rlx.ir.graph import Graph
+from rlx.passes import PassManager, PassOptions, default_pipeline, get_pass
+from rlx.passes.plan_memory import VIEW_OPS, plan_memory
+from rlx.runtime.plan import ExecutablePlan
+from rlx.runtime.profile import CompileProfile, resolve_profile
+
+
+@dataclass
+class CompileReport:
+    graph: str
+    backend: str
+    nodes_before: int
+    nodes_after: int
+    kernels: int
+    fallback_kernels: int
+    cached_kernels: int
+    pass_seconds: float
+    kernel_seconds: float
+    arena_bytes: int
+    flops: int
+    passes: list = field(default_factory=list)
+
+    @property
+    def seconds(self) -> float:
+        return self.pass_seconds + self.kernel_seconds
+
+    @property
+    def from_cache(self) -> bool:
+        """True when every compiled kernel came from the on-disk cache."""
+        compiled = self.kernels - self.fallback_kernels
+        return compiled > 0 and self.cached_kernels == compiled
+
+
+def pass_options(profile: CompileProfile, backend: Backend) -> PassOptions:
+    caps = backend.capabilities()
+    return PassOptions(
+        lower_attention=profile.attention == "decomposed" or not caps.blocked_attention,
+        fuse=profile.fusion,
+        fuse_epilogues=profile.epilogue_fusion,
+        verify=profile.verify,
+    )
+
+
+def lower(graph: Graph, profile: CompileProfile, backend: Backend | None = None,
+          stop_after: str | None = None) -> tuple[Graph, PassManager]:
+    """Run the profile's pass pipeline (optionally stopping after a named pass)."""
+    backend = backend or get_backend(profile.backend)
+    options = pass_options(profile, backend)
+    pm = PassManager([get_pass(n) for n in default_pipeline(options)], options,
+                     stop_after=stop_after)
+    return pm.run(graph), pm
+
+
+class CompiledGraph:
+    """A compiled subgraph. Call it with numpy inputs (positional or by name)."""
+
+    def __init__(self, hir: Graph, graph: Graph, plan: ExecutablePlan, profile: CompileProfile,
+                 report: CompileReport, backend: Backend, ctx: KernelContext):
+        self.hir = hir
+        self.graph = graph
+        self.plan = plan
+        self.profile = profile
+        self.report = report
+        self.backend = backend
+        self._ctx = ctx
+
+    @property
+    def name(self) -> str:
+        return self.graph.name
+
+    @property
+    def flops(self) -> int:
+        return self.report.flops
+
+    def bind(self, weights: Mapping[str, np.ndarray]) -> "CompiledGraph":
+        self.plan.bind(weights)
+        return self
+
+    def run(self, *inputs, **named) -> list[np.ndarray]:
+        return self.plan.run(named if named else list(inputs))
+
+    __call__ = run
+
+    def dump(self, fmt: str) -> str:
+        nodes = [n for n, k in zip(self.graph.nodes, self.plan.kernels) if k is not None]
+        return self.backend.dump(nodes, fmt, self._ctx)
+
+
+def compile_graph(graph: Graph, profile: "CompileProfile | str | None" = None,
+                  weights: Mapping[str, np.ndarray] | None = None) -> CompiledGraph:
+    profile = resolve_profile(profile)
+    backend = get_backend(profile.backend)
+    ctx = KernelContext(profile=profile, cache=_open_cache(profile))
+    t0 = time.perf_counter()
+    lowered, pm = lower(graph, profile, backend)
+    t1 = time.perf_counter()
+    to_compile, fallback, kernels = [], [], [None] * len(lowered.nodes)
+    for i, node in enumerate(lowered.nodes):
+        if node.op in VIEW_OPS:
+            continue
+        (to_compile if backend.supports(node) else fallback).append(i)
+    compiled = backend.compile_many([lowered.nodes[i] for i in to_compile], ctx)
+    for i, k in zip(to_compile, compiled):
+        kernels[i] = k
+    for i in fallback:
+        kernels[i] = ReferenceKernel(lowered.nodes[i])
+    t2 = time.perf_counter()
+    memory = plan_memory(lowered)
+    plan = ExecutablePlan(lowered, kernels, memory)
+    report = CompileReport(
+        graph=graph.name, backend=backend.name, nodes_before=len(graph.nodes),
+        nodes_after=len(lowered.nodes), kernels=sum(k is not None for k in kernels),
+        fallback_kernels=len(fallback),
+        cached_kernels=sum(1 for k in compiled if k.info.from_cache),
+        pass_seconds=t1 - t0, kernel_seconds=t2 - t1, arena_bytes=memory.arena_bytes,
+        flops=graph_flops(graph), passes=pm.records)
+    cg = CompiledGraph(graph, lowered, plan, profile, report, backend, ctx)
+    if weights is not None:
+        cg.bind(weights)
+    return cg
+
+
+def _open_cache(profile: CompileProfile):
+    if not profile.cache or profile.backend == "reference":
+        return None
+    try:
+        from rlx.runtime.cache import KernelCache
+    except ImportError:
+        return None
+    return KernelCache(profile.resolved_cache_dir(), device=profile.device)

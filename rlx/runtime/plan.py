@@ -1,0 +1,99 @@
+"""The executable plan: kernel calls over preallocated buffers.
+
+Everything that can be decided once is decided at bind time: the arena, the
+view of every intermediate into it, the weights (derived ones materialized).
+A call validates the inputs, allocates only the outputs it returns, and then
+is a loop of kernel calls. A plan is not re-entrant: one call at a time (the
+arena is shared between calls).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Mapping, Sequence
+
+import numpy as np
+
+from rlx.backends.base import Kernel
+from rlx.backends.reference.interpreter import check_inputs, materialize_weights
+from rlx.ir.graph import Graph
+from rlx.passes.plan_memory import MemoryPlan
+from rlx.runtime import timing
+
+
+class ExecutablePlan:
+    def __init__(self, graph: Graph, kernels: Sequence[Kernel | None], memory: MemoryPlan):
+        self.graph = graph
+        self.kernels = list(kernels)  # None for view nodes (reshape aliases)
+        self.memory = memory
+        self.weights: dict[str, np.ndarray] | None = None
+        self._arena: np.ndarray | None = None
+        self._static: dict[int, np.ndarray] = {}
+
+    # ---- binding ----------------------------------------------------------------
+
+    def bind(self, weights: Mapping[str, np.ndarray]) -> None:
+        """Check and attach weights, materialize derived ones, lay out the arena."""
+        self.weights = materialize_weights(self.graph, weights)
+        static: dict[int, np.ndarray] = {}
+        for name, v in self.graph.weights.items():
+            static[id(v)] = self.weights[name]
+        if self._arena is None:
+            self._arena = np.empty(max(self.memory.arena_bytes, 1), dtype=np.uint8)
+        for node in self.graph.nodes:
+            for v in node.outputs:
+                placed = self.memory.placement.get(id(v))
+                if placed is not None:
+                    off, nbytes = placed
+                    static[id(v)] = self._arena[off:off + nbytes].view(v.type.np_dtype) \
+                        .reshape(v.shape)
+        self._static = static
+
+    @property
+    def arena_bytes(self) -> int:
+        return self.memory.arena_bytes
+
+    # ---- running ------------------------------------------------------------------
+
+    def run(self, inputs) -> list[np.ndarray]:
+        if self.weights is None:
+            from rlx.errors import RlxError
+
+            raise RlxError(f"graph {self.graph.name}: bind weights before running")
+        arrays = check_inputs(self.graph, inputs)
+        env = dict(self._static)
+        for v, a in zip(self.graph.inputs, arrays):
+            env[id(v)] = np.ascontiguousarray(a)
+        fresh = self.memory.fresh
+        profiling = timing.enabled()
+        gname = self.graph.name
+        t_start = time.perf_counter()
+        for node, kernel in zip(self.graph.nodes, self.kernels):
+            if kernel is None:  # a view: reshape of a contiguous buffer
+                src = env[id(node.inputs[0])]
+                out = env.get(id(node.output))
+                env[id(node.output)] = out if out is not None else src.reshape(node.output.shape)
+                continue
+            outs = []
+            for v in node.outputs:
+                buf = env.get(id(v))
+                if buf is None and id(v) in fresh:
+                    buf = np.empty(v.shape, dtype=v.type.np_dtype)
+                    env[id(v)] = buf
+                outs.append(buf)
+            ins = [env[id(v)] if v is not None else None for v in node.inputs]
+            if profiling:
+                t0 = time.perf_counter()
+                kernel(ins, outs)
+                timing.record_kernel(gname, kernel.info.name, kernel.info.kind,
+                                     time.perf_counter() - t0)
+            else:
+                kernel(ins, outs)
+        if profiling:
+            timing.record_graph(gname, time.perf_counter() - t_start)
+        results = []
+        for v in self.graph.outputs:
+            a = env[id(v)]
+            owned = id(v) in fresh or id(self.memory.alias_of.get(id(v), v)) in fresh
+            results.append(a if owned else a.copy())
+        return results

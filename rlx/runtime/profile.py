@@ -1,0 +1,184 @@
+"""Compile profiles: how to compile (backend, threads, fusion, GEMM strategy, ...).
+
+A profile is a preset name, a TOML/JSON file, or a file stored next to a
+checkpoint (so a tuned setting travels with the weights). Files may start from
+a preset (``base = "fast"``) and override fields; unknown fields are errors
+naming the file and the key, never silently ignored.
+
+The *device* says which CPU to compile for: ``cpu`` (this host, features
+detected) or an ISA level (``cpu-generic``, ``cpu-avx2``, ``cpu-avx512``). It is
+part of every kernel-cache key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from rlx.errors import ProfileError
+
+BACKEND_NAMES = ("reference", "numba", "llvm")
+DEVICES = ("cpu", "cpu-generic", "cpu-avx2", "cpu-avx512")
+
+
+@dataclass(frozen=True)
+class CompileProfile:
+    name: str = "custom"
+    #: which backend compiles kernels: reference | numba | llvm
+    backend: str = "reference"
+    #: target CPU: cpu (host) | cpu-generic | cpu-avx2 | cpu-avx512
+    device: str = "cpu"
+    #: threads for kernels and BLAS (0 = all cores)
+    threads: int = 0
+    #: run the fusion passes
+    fusion: bool = True
+    #: fuse GEMM epilogues (bias, activation, residual) into the GEMM kernel
+    epilogue_fusion: bool = True
+    #: GEMMs: "blas" (numpy's BLAS) or "native" (the backend's own tiled kernel)
+    gemm: str = "blas"
+    #: attention: "blocked" (one kernel, never materializes the score matrix) or "decomposed"
+    attention: str = "blocked"
+    #: query rows per block in blocked attention
+    attention_block: int = 256
+    #: allow fast-math reassociation in generated kernels (results may differ in last bits)
+    fastmath: bool = False
+    #: verify the graph after every pass
+    verify: bool = False
+    #: kernel cache directory (None: $RLX_CACHE_DIR or the user cache dir)
+    cache_dir: str | None = None
+    #: use the on-disk kernel cache at all
+    cache: bool = True
+    #: where this profile came from (preset name or file), for reports
+    source: str = field(default="", compare=False)
+
+    def __post_init__(self):
+        if self.backend not in BACKEND_NAMES:
+            raise ProfileError(f"profile {self.name}: unknown backend {self.backend!r}; "
+                               f"choose from {', '.join(BACKEND_NAMES)}")
+        if self.device not in DEVICES:
+            raise ProfileError(f"profile {self.name}: unknown device {self.device!r}; "
+                               f"choose from {', '.join(DEVICES)}")
+        if self.gemm not in ("blas", "native"):
+            raise ProfileError(f"profile {self.name}: gemm must be 'blas' or 'native'")
+        if self.attention not in ("blocked", "decomposed"):
+            raise ProfileError(f"profile {self.name}: attention must be 'blocked' or 'decomposed'")
+        if self.threads < 0 or self.attention_block <= 0:
+            raise ProfileError(f"profile {self.name}: threads >= 0 and attention_block > 0")
+
+    def replace(self, **changes) -> "CompileProfile":
+        return dataclasses.replace(self, **changes)
+
+    @property
+    def effective_threads(self) -> int:
+        return self.threads or os.cpu_count() or 1
+
+    def resolved_cache_dir(self) -> Path:
+        if self.cache_dir:
+            return Path(self.cache_dir).expanduser()
+        env = os.environ.get("RLX_CACHE_DIR")
+        if env:
+            return Path(env).expanduser()
+        base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+        return Path(base) / "rlx"
+
+    def to_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        d.pop("source")
+        return d
+
+
+#: The best compiled backend available; "default" and "fast" use it. Until a compiled
+#: backend exists this is the reference interpreter.
+BEST_BACKEND = "reference"
+
+PRESETS: dict[str, CompileProfile] = {
+    "default": CompileProfile(name="default", backend=BEST_BACKEND),
+    "debug": CompileProfile(name="debug", backend="reference", fusion=False, verify=True,
+                            attention="decomposed"),
+    "reference": CompileProfile(name="reference", backend="reference"),
+    "numba": CompileProfile(name="numba", backend="numba"),
+    "llvm": CompileProfile(name="llvm", backend="llvm"),
+    "fast": CompileProfile(name="fast", backend=BEST_BACKEND, fastmath=True),
+}
+
+_FIELDS = {f.name for f in dataclasses.fields(CompileProfile)} - {"source"}
+
+
+def load_profile_file(path: str | os.PathLike) -> CompileProfile:
+    path = Path(path)
+    try:
+        raw = path.read_bytes()
+    except OSError as e:
+        raise ProfileError(f"cannot read profile file {path}: {e.strerror}") from None
+    try:
+        if path.suffix == ".json":
+            data = json.loads(raw.decode("utf-8"))
+        elif path.suffix == ".toml":
+            import tomllib
+
+            data = tomllib.loads(raw.decode("utf-8"))
+        else:
+            raise ProfileError(f"profile file {path}: use a .toml or .json file")
+    except (ValueError, UnicodeDecodeError) as e:  # JSONDecodeError and TOMLDecodeError
+        raise ProfileError(f"profile file {path} is malformed: {e}") from None
+    if isinstance(data, dict) and isinstance(data.get("profile"), dict):
+        data = data["profile"]  # allow a [profile] table
+    if not isinstance(data, dict):
+        raise ProfileError(f"profile file {path}: expected a table of settings")
+    base_name = data.pop("base", "default")
+    if base_name not in PRESETS:
+        raise ProfileError(f"profile file {path}: unknown base preset {base_name!r}; "
+                           f"presets: {', '.join(PRESETS)}")
+    unknown = sorted(set(data) - _FIELDS)
+    if unknown:
+        raise ProfileError(f"profile file {path}: unknown setting(s) {', '.join(unknown)}; "
+                           f"known: {', '.join(sorted(_FIELDS))}")
+    types = {f.name: f.type for f in dataclasses.fields(CompileProfile)}
+    for key, value in data.items():
+        expected = {"bool": bool, "int": int, "str": str}.get(str(types[key]).split(" ")[0])
+        if expected is bool and not isinstance(value, bool) or \
+                expected is int and (not isinstance(value, int) or isinstance(value, bool)):
+            raise ProfileError(f"profile file {path}: {key} must be {expected.__name__}, "
+                               f"got {value!r}")
+    data.setdefault("name", path.stem)
+    return PRESETS[base_name].replace(source=str(path), **data)
+
+
+def near_weights_candidates(checkpoint: str | os.PathLike) -> list[Path]:
+    ckpt = Path(checkpoint)
+    stem = ckpt.name.split(".")[0]
+    return [ckpt.with_name(f"{stem}.rlx.toml"), ckpt.with_name(f"{stem}.rlx.json"),
+            ckpt.with_name("rlx-profile.toml"), ckpt.with_name("rlx-profile.json")]
+
+
+def profile_near_weights(checkpoint: str | os.PathLike | None) -> CompileProfile:
+    """The profile file stored next to a checkpoint, if any, else the default preset.
+
+    Looked for, in order: ``<stem>.rlx.toml``, ``<stem>.rlx.json``,
+    ``rlx-profile.toml``, ``rlx-profile.json`` in the checkpoint's directory
+    (for ``sam_vit_b_01ec64.pth`` the first is ``sam_vit_b_01ec64.rlx.toml``).
+    """
+    if checkpoint is not None:
+        for cand in near_weights_candidates(checkpoint):
+            if cand.is_file():
+                return load_profile_file(cand)
+    return PRESETS["default"].replace(source="default")
+
+
+def resolve_profile(spec: "str | os.PathLike | CompileProfile | None",
+                    checkpoint: str | os.PathLike | None = None) -> CompileProfile:
+    """A profile from a preset name, a file path, a profile object, or None (near weights)."""
+    if isinstance(spec, CompileProfile):
+        return spec
+    if spec is None:
+        return profile_near_weights(checkpoint)
+    spec = str(spec)
+    if spec in PRESETS:
+        return PRESETS[spec].replace(source=spec)
+    if spec.endswith((".toml", ".json")) or os.path.sep in spec:
+        return load_profile_file(spec)
+    raise ProfileError(f"unknown profile {spec!r}: not a preset ({', '.join(PRESETS)}) "
+                       f"nor a .toml/.json file")
