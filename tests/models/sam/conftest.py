@@ -8,6 +8,7 @@ the expensive part, and the tests only read them.
 
 import os
 import sys
+import time
 
 import pytest
 
@@ -23,6 +24,14 @@ from models.sam.config import small_config  # noqa: E402
 def small_sam():
     """Official SAM with the small config, every parameter re-drawn (seed 0)."""
     return official_sam.build_official(small_config(), seed=0)
+
+
+@pytest.fixture(scope="session")
+def vit_b_build():
+    """(model, seconds): a full official ViT-B re-drawn with seed 0, and its build time."""
+    t0 = time.perf_counter()
+    model = official_sam.build_official("vit_b", seed=0)
+    return model, time.perf_counter() - t0
 
 
 @pytest.fixture(scope="session")

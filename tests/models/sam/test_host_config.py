@@ -36,9 +36,9 @@ def test_expected_shapes_match_official_registry(name):
     _assert_same_layout(expected_state_dict_shapes(name), _shapes(_meta_registry(name)))
 
 
-def test_expected_shapes_match_materialised_vit_b():
+def test_expected_shapes_match_materialised_vit_b(vit_b_build):
     # A real (non-meta) official ViT-B, as a checkpoint writer would see it.
-    model = official_sam.build_official("vit_b", seed=0)
+    model, _ = vit_b_build
     _assert_same_layout(expected_state_dict_shapes(CONFIGS["vit_b"]), _shapes(model))
     # 93,735,472 parameters is SAM ViT-B's published size; +256 for the Fourier buffer.
     assert sum(p.numel() for p in model.parameters()) == 93_735_472
