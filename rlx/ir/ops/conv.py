@@ -149,7 +149,9 @@ def _convt_ref(ins, attrs):
     oph, opw = attrs["output_padding"]
     full_h = (h - 1) * sh + dh * (kh - 1) + 1 + oph
     full_w = (wd - 1) * sw + dw * (kw - 1) + 1 + opw
-    full = np.zeros((n, cog * g, full_h + ph, full_w + pw), dtype=np.float32)
+    # Accumulate in the input's precision (at least float32): float64 stays float64.
+    acc = np.promote_types(np.result_type(x, w), np.float32)
+    full = np.zeros((n, cog * g, full_h + ph, full_w + pw), dtype=acc)
     cig = cin // g
     xf = x.reshape(n, cin, h * wd)
     for gi in range(g):
@@ -270,8 +272,9 @@ def _resize_infer(ins, attrs):
 def _resize_ref(ins, attrs):
     (x,) = ins
     h, w = attrs["size"]
-    mh = bilinear_matrix(x.shape[2], h, attrs["align_corners"]).astype(np.float32)
-    mw = bilinear_matrix(x.shape[3], w, attrs["align_corners"]).astype(np.float32)
+    acc = np.promote_types(x.dtype, np.float32)  # float64 input keeps float64 weights
+    mh = bilinear_matrix(x.shape[2], h, attrs["align_corners"]).astype(acc)
+    mw = bilinear_matrix(x.shape[3], w, attrs["align_corners"]).astype(acc)
     y = np.matmul(np.matmul(mh, x), mw.T)
     return [y.astype(x.dtype, copy=False)]
 
