@@ -9,7 +9,6 @@ import torch
 from torch import nn
 
 from models.sam.config import CONFIGS, SamConfig, expected_state_dict_shapes, get_config, small_config
-from tests.support import official_sam
 from tests.support.official_sam import build_official_modules, sam_model_registry
 
 

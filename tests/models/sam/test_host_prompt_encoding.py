@@ -181,3 +181,20 @@ def test_missing_or_misshapen_weights_raise_checkpoint_error(weights):
         pe.embed_boxes(np.zeros((1, 4)), bad)
     with pytest.raises(CheckpointError, match="positional_encoding_gaussian_matrix"):
         pe.sparse_embeddings(None, None, None, {})
+
+
+def test_non_square_input_frame_normalises_x_by_width(small_sam):
+    # SAM always uses a square frame; a non-square one catches an x/y swap.
+    from tests.support.official_sam import PromptEncoder
+
+    enc = PromptEncoder(embed_dim=32, image_embedding_size=(16, 24), input_image_size=(256, 384), mask_in_chans=8)
+    enc.load_state_dict(small_sam.prompt_encoder.state_dict())
+    w = official_sam.state_dict_numpy(small_sam)
+    coords, labels = _points(2, 3, seed=12, size=256)
+    boxes = np.array([[10.0, 20.0, 300.0, 250.0], [0.0, 0.0, 383.0, 255.0]])
+    with torch.no_grad():
+        ref = enc(points=(torch.as_tensor(coords, dtype=torch.float), torch.as_tensor(labels)),
+                  boxes=torch.as_tensor(boxes, dtype=torch.float), masks=None)[0].numpy()
+        ref_dense = enc.get_dense_pe().numpy()
+    _check(pe.sparse_embeddings(coords, labels, boxes, w, input_image_size=(256, 384)), ref)
+    _check(pe.dense_pe(w[pe.GAUSSIAN_KEY], (16, 24)), ref_dense)
