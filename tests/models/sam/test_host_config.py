@@ -1,6 +1,7 @@
 """SamConfig and expected_state_dict_shapes against the official modules."""
 
 import dataclasses
+import functools
 import math
 
 import numpy as np
@@ -12,7 +13,9 @@ from models.sam.config import CONFIGS, SamConfig, expected_state_dict_shapes, ge
 from tests.support.official_sam import build_official_modules, sam_model_registry
 
 
+@functools.lru_cache(maxsize=None)
 def _meta_registry(name):
+    """The registry's model on the meta device (shapes only; read-only use)."""
     with torch.device("meta"):
         return sam_model_registry[name]()
 
