@@ -38,10 +38,9 @@ _DEFAULTS = SamConfig.__dataclass_fields__
 PIXEL_MEAN: Tuple[float, float, float] = _DEFAULTS["pixel_mean"].default
 PIXEL_STD: Tuple[float, float, float] = _DEFAULTS["pixel_std"].default
 
-# Pillow modes holding more than 8 bits per channel: converting them to RGB
-# would silently clip or rescale, so we refuse them.
-_HIGH_DEPTH_MODES = ("I", "F", "I;16", "I;16B", "I;16L", "I;16N", "BGR;16", "BGR;24", "BGR;32")
-
+# Pillow modes holding more than 8 bits per channel ("I", "F", "I;16*"):
+# converting them to RGB would silently clip or rescale, so we refuse them.
+_HIGH_DEPTH_MODES = ("I", "F")
 
 # Raw (file-side) modes with 16 bits per sample. Pillow opens a 16-bit RGB
 # PNG/TIFF as plain "RGB" and silently keeps only the high byte, so the mode
