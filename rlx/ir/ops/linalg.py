@@ -94,6 +94,8 @@ def _attention_infer(ins, attrs):
         fail("attention", "q and k head dims differ", q, k)
     if k.shape[1] != v.shape[1]:
         fail("attention", "k and v token counts differ", k, v)
+    if k.shape[1] == 0:
+        fail("attention", "softmax over zero keys is undefined", q, k, v)
     if (rh is None) != (rw is None):
         fail("attention", "rel_h and rel_w come together", rh, rw)
     if rh is not None:

@@ -41,6 +41,8 @@ def _ln_infer(ins, attrs):
 def _ln_ref(ins, attrs):
     x, w, b = ins
     ax = attrs["axis"]
+    if x.size == 0:
+        return [x.copy()]
     x64 = x.astype(np.float64)
     mean = x64.mean(axis=ax, keepdims=True)
     c = x64 - mean
@@ -71,6 +73,8 @@ def _softmax_normalize(ins, attrs):
 def _softmax_ref(ins, attrs):
     (x,) = ins
     ax = attrs["axis"]
+    if x.size == 0:  # nothing to normalize (np.max has no identity for an empty axis)
+        return [x.copy()]
     x64 = x.astype(np.float64)
     e = np.exp(x64 - x64.max(axis=ax, keepdims=True))
     return [(e / e.sum(axis=ax, keepdims=True)).astype(x.dtype)]
@@ -101,6 +105,8 @@ def _reduce_infer(op):
     def infer(ins, attrs):
         (x,) = ins
         axes = attrs["axes"]
+        if op == "reduce_max" and any(x.shape[a] == 0 for a in axes):
+            fail(op, f"cannot take the max over an empty axis (axes {list(axes)})", x)
         if attrs["keepdims"]:
             shape = tuple(1 if i in axes else d for i, d in enumerate(x.shape))
         else:
