@@ -11,6 +11,10 @@ from rlx.errors import RlxError
 from rlx.passes.cse import cse
 from rlx.passes.dce import dce
 from rlx.passes.fold_constants import fold_constants
+from rlx.passes.fuse import fuse
+from rlx.passes.fuse_elementwise import fuse_elementwise
+from rlx.passes.fuse_gemm import fuse_gemm
+from rlx.passes.fuse_norm import fuse_norm
 from rlx.passes.infer_shapes import infer_shapes
 from rlx.passes.lower_attention import lower_attention
 from rlx.passes.lower_conv import lower_conv
@@ -36,6 +40,11 @@ PASSES: dict[str, Pass] = {p.name: p for p in [
     Pass("simplify-movement", simplify_movement, "collapse reshape/transpose chains"),
     Pass("cse", cse, "merge identical computations"),
     Pass("dce", dce, "drop unused nodes and weights"),
+    Pass("fuse", fuse, "fusion: GEMM epilogues, then norms, then elementwise chains"),
+    Pass("fuse-gemm", fuse_gemm, "matmul + bias/activation/scale/residual -> fused.gemm"),
+    Pass("fuse-norm", fuse_norm, "layer_norm/softmax (+ cheap prologue/epilogue) -> fused.norm"),
+    Pass("fuse-elementwise", fuse_elementwise,
+         "same-shape elementwise chains (+ absorbed views) -> fused.elementwise"),
 ]}
 
 #: Lowering from HIR to the primitive ops backends compile.
@@ -60,4 +69,5 @@ def get_pass(name: str) -> Pass:
 
 def default_pipeline(options: PassOptions | None = None) -> list[str]:
     """Names of the passes a compile runs, in order."""
-    return LOWERING + CLEANUP
+    fusion = ["fuse"] if options is None or options.fuse else []
+    return LOWERING + CLEANUP + fusion

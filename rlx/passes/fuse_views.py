@@ -1,0 +1,130 @@
+"""Strided views: when a movement op is only a different way to index a buffer.
+
+A fused kernel reads each of its operands through an *index map* from the
+kernel's iteration space to the operand's contiguous buffer. For a transpose,
+a broadcast, a slice and most reshapes that map is affine: an element offset
+plus one stride per dimension (stride 0 for a broadcast dimension). Fusion
+uses this to absorb such ops into the consumer's indexing instead of copying
+whole tensors, and backends use the same description to generate the loads.
+
+A reshape of a strided view is itself a strided view only when the dims it
+merges are laid out contiguously with respect to each other; the check is
+numpy's own no-copy reshape, run on a zero-size stand-in so that no memory is
+touched.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+#: movement ops that can be absorbed as index maps (when the result is a strided view)
+VIEW_OPS = frozenset({"reshape", "transpose", "broadcast_to", "slice"})
+
+
+@dataclass(frozen=True)
+class StridedView:
+    """An index map: element ``idx`` of a tensor of ``shape`` lives at
+    ``offset + sum(idx[d] * strides[d])`` in a contiguous buffer."""
+
+    shape: tuple[int, ...]
+    strides: tuple[int, ...]
+    offset: int = 0
+
+    @staticmethod
+    def contiguous(shape) -> "StridedView":
+        shape = tuple(int(d) for d in shape)
+        strides, acc = [], 1
+        for d in reversed(shape):
+            strides.append(acc)
+            acc *= max(d, 1)
+        return StridedView(shape, tuple(reversed(strides)), 0)
+
+    @property
+    def is_contiguous(self) -> bool:
+        """True when the view covers its buffer in row-major order (size-1 dims ignored)."""
+        want = StridedView.contiguous(self.shape)
+        return self.offset == 0 and all(
+            s == w for d, s, w in zip(self.shape, self.strides, want.strides) if d != 1)
+
+    def transpose(self, perm) -> "StridedView":
+        return StridedView(tuple(self.shape[p] for p in perm),
+                           tuple(self.strides[p] for p in perm), self.offset)
+
+    def broadcast_to(self, shape) -> "StridedView | None":
+        shape = tuple(shape)
+        lead = len(shape) - len(self.shape)
+        if lead < 0:
+            return None
+        strides = [0] * lead
+        for d, s, t in zip(self.shape, self.strides, shape[lead:]):
+            if d == t:
+                strides.append(s if d != 1 else 0)
+            elif d == 1:
+                strides.append(0)
+            else:
+                return None
+        return StridedView(shape, tuple(strides), self.offset)
+
+    def slice(self, starts, ends, steps) -> "StridedView":
+        offset = self.offset + sum(s * st for s, st in zip(starts, self.strides))
+        shape = tuple(len(range(s, e, k)) for s, e, k in zip(starts, ends, steps))
+        strides = tuple(st * k for st, k in zip(self.strides, steps))
+        return StridedView(shape, strides, offset)
+
+    def reshape(self, shape) -> "StridedView | None":
+        shape = tuple(int(d) for d in shape)
+        if math.prod(shape) != math.prod(self.shape):
+            return None
+        if math.prod(shape) == 0 or self.shape == shape:
+            return StridedView(shape, StridedView.contiguous(shape).strides, self.offset) \
+                if self.shape != shape else self
+        # numpy decides whether the reshape needs a copy; the stand-in has 1-byte items
+        # and a one-element buffer, so nothing is ever read.
+        stand_in = np.lib.stride_tricks.as_strided(np.zeros(1, np.int8), self.shape,
+                                                   self.strides)
+        try:
+            out = np.reshape(stand_in, shape, copy=False)
+        except ValueError:
+            return None
+        return StridedView(shape, tuple(int(s) for s in out.strides), self.offset)
+
+    def apply(self, op: str, attrs: dict, out_shape) -> "StridedView | None":
+        """The view after one movement op, or None if that op would need a copy."""
+        if op == "transpose":
+            return self.transpose(attrs["perm"])
+        if op == "broadcast_to":
+            return self.broadcast_to(attrs["shape"])
+        if op == "slice":
+            return self.slice(attrs["starts"], attrs["ends"], attrs["steps"])
+        if op == "reshape":
+            return self.reshape(out_shape)
+        return None
+
+
+def view_chain(value, stop) -> tuple[object, list]:
+    """Walk back from `value` through view ops until `stop(v)` is true for a value.
+
+    Returns (source value, [movement nodes from source to `value`]).
+    """
+    chain = []
+    v = value
+    while not stop(v) and v.producer is not None and v.producer.op in VIEW_OPS:
+        chain.append(v.producer)
+        v = v.producer.inputs[0]
+    return v, chain[::-1]
+
+
+def view_of(source_shape, chain, target_shape=None) -> StridedView | None:
+    """The index map of `chain` (movement nodes) applied to a contiguous buffer of
+    `source_shape`, broadcast to `target_shape` if given; None if not a strided view."""
+    view = StridedView.contiguous(source_shape)
+    for node in chain:
+        view = view.apply(node.op, node.attrs, node.outputs[0].shape)
+        if view is None:
+            return None
+    if target_shape is not None and tuple(target_shape) != view.shape:
+        view = view.broadcast_to(target_shape)
+    return view
