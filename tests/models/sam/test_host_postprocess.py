@@ -1,6 +1,5 @@
 """Mask postprocessing against the official Sam.postprocess_masks."""
 
-import time
 from types import SimpleNamespace
 
 import numpy as np
@@ -79,19 +78,6 @@ def test_composite_matrices_are_banded_and_cached():
     assert (mh != 0).sum(axis=1).max() <= 3 and (mw != 0).sum(axis=1).max() <= 3
     again = postprocess_matrices((256, 256), (768, 1024), (1500, 2000), 1024)
     assert again[0] is mh and not mh.flags.writeable
-
-
-def test_postprocess_is_fast():
-    low = _logits((1, 3, 256, 256), seed=0)
-    postprocess_masks(low, (768, 1024), (1500, 2000))  # builds and caches the matrices
-    runs = []
-    for _ in range(5):
-        t0 = time.perf_counter()
-        postprocess_masks(low, (768, 1024), (1500, 2000))
-        runs.append(time.perf_counter() - t0)
-    best = min(runs)
-    # ~10 ms measured on 2 cores; the official torch path takes ~250 ms here.
-    assert best < 0.06, f"postprocess of 3 masks to 1500x2000 took {best * 1e3:.1f} ms"
 
 
 def test_threshold():
