@@ -37,6 +37,13 @@ def _caller() -> str:
     return "<unknown>"
 
 
+def _lookup(name: str):
+    try:
+        return get_op(name)
+    except AttributeSchemaError as e:
+        raise AttributeSchemaError(f"{e} (at {_caller()})") from None
+
+
 class GraphBuilder:
     """Appends nodes to a graph in order (which is therefore topological)."""
 
@@ -125,7 +132,7 @@ class GraphBuilder:
 
     def op(self, name: str, *inputs, body: Graph | None = None, out_names=None, **attrs):
         """Emit one op; returns its Value (or a tuple for multi-output ops)."""
-        opdef = get_op(name)
+        opdef = _lookup(name)
         like = next((v for v in inputs if isinstance(v, Value)), None)
         values = [self._as_value(x, like) for x in inputs]
         return self.emit(opdef.name, values, attrs, body=body, out_names=out_names)
@@ -157,7 +164,7 @@ class GraphBuilder:
     def __getattr__(self, name: str):
         if name.startswith("_"):
             raise AttributeError(name)
-        get_op(name)  # raises a clear error for unknown ops
+        _lookup(name)  # raises a clear error for unknown ops, naming the calling line
 
         def emit_op(*inputs, **attrs):
             return self.op(name, *inputs, **attrs)

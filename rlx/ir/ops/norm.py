@@ -92,13 +92,15 @@ define("softmax", ["x"], {"axis": Attr("int", -1)}, infer=_softmax_infer,
        flops=lambda i, o, a: 12 * o[0].numel, doc="softmax along one axis")
 
 
-def _reduce_normalize(ins, attrs):
-    out = dict(attrs)
-    if ins and ins[0] is not None:
-        x = ins[0]
-        axes = attrs["axes"] if attrs["axes"] is not None else tuple(range(x.rank))
-        out["axes"] = tuple(sorted({_axis("reduce", x, a) for a in axes}))
-    return out
+def _reduce_normalize(op):
+    def normalize(ins, attrs):
+        out = dict(attrs)
+        if ins and ins[0] is not None:
+            x = ins[0]
+            axes = attrs["axes"] if attrs["axes"] is not None else tuple(range(x.rank))
+            out["axes"] = tuple(sorted({_axis(op, x, a) for a in axes}))
+        return out
+    return normalize
 
 
 def _reduce_infer(op):
@@ -123,7 +125,7 @@ def _reducer(name, fn, combine, init):
 
     define(name, ["x"], {"axes": Attr("optional_ints", None), "keepdims": Attr("bool", False)},
            infer=_reduce_infer(name), reference=reference, category="reduction",
-           normalize=_reduce_normalize, flops=lambda i, o, a: i[0].numel,
+           normalize=_reduce_normalize(name), flops=lambda i, o, a: i[0].numel,
            doc=f"{name.split('_')[1]} over the given axes (all if none)",
            combine=combine, init=init)
 

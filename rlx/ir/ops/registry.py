@@ -122,15 +122,39 @@ class OpDef:
             else:
                 out[name] = spec.default
         if self.normalize is not None:
-            out = self.normalize(list(input_types), out)
+            try:
+                out = self.normalize(list(input_types), out)
+            except ShapeError as e:
+                raise self._blame(e, input_types) from None
         return out
+
+    def _blame(self, err: ShapeError, types) -> ShapeError:
+        """The same error, saying which op it is and showing every input type.
+
+        Shape rules raise with whatever types they looked at (or, from helpers such
+        as `broadcast_shapes` or `TensorType`, with none and no op name); the user
+        needs the op and all of its operands to find the bad call.
+        """
+        msg = str(err)
+        cut = msg.rfind(" (inputs: ")
+        if cut != -1 and msg.endswith(")"):
+            msg = msg[:cut]
+        if not msg.startswith(f"{self.name}:"):
+            msg = f"{self.name}: {msg}"
+        shown = [str(t) for t in types if t is not None]
+        if shown:
+            msg += f" (inputs: {', '.join(shown)})"
+        return ShapeError(msg)
 
     # The three entry points everyone calls; ops with a body (``fused``) get it too.
 
     def infer_types(self, ins: list, attrs: dict, body=None) -> list[TensorType]:
-        if self.extra.get("takes_body"):
-            return self.infer(ins, attrs, body)
-        return self.infer(ins, attrs)
+        try:
+            if self.extra.get("takes_body"):
+                return self.infer(ins, attrs, body)
+            return self.infer(ins, attrs)
+        except ShapeError as e:
+            raise self._blame(e, ins) from None
 
     def evaluate(self, ins: list, attrs: dict, body=None) -> list[np.ndarray]:
         if self.extra.get("takes_body"):
