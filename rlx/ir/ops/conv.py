@@ -20,14 +20,21 @@ def _pair(v):
     return v * 2 if len(v) == 1 else v
 
 
-def _pairs(*names):
+#: smallest legal value of each spatial attribute (a zero stride would divide by zero)
+_MINIMUM = {"kernel": 1, "stride": 1, "dilation": 1, "size": 1, "padding": 0,
+            "output_padding": 0}
+
+
+def _pairs(op, *names):
     def normalize(ins, attrs):
         out = dict(attrs)
         for n in names:
             if out.get(n) is not None:
                 out[n] = tuple(int(x) for x in _pair(out[n]))
                 if len(out[n]) != 2:
-                    fail("spatial op", f"{n} must have 1 or 2 values, got {list(out[n])}")
+                    fail(op, f"{n} must have 1 or 2 values, got {list(out[n])}", *ins)
+                if min(out[n]) < _MINIMUM[n]:
+                    fail(op, f"{n} {list(out[n])} must be >= {_MINIMUM[n]}", *ins)
         return out
     return normalize
 
@@ -54,6 +61,8 @@ def _conv2d_infer(ins, attrs):
     if w.rank != 4:
         fail("conv2d", "weight must be [out, in/groups, kh, kw]", x, w)
     g = attrs["groups"]
+    if g < 1:
+        fail("conv2d", f"groups {g} must be positive", x, w)
     if x.shape[1] != w.shape[1] * g:
         fail("conv2d", f"input channels {x.shape[1]} != weight in-channels {w.shape[1]} x "
              f"groups {g}", x, w)
@@ -110,7 +119,7 @@ def _conv2d_flops(ins, outs, attrs):
 
 define("conv2d", ["x", "weight", "bias?"], {**SPATIAL, "groups": Attr("int", 1)},
        infer=_conv2d_infer, reference=_conv2d_ref, category="conv", flops=_conv2d_flops,
-       normalize=_pairs("stride", "padding", "dilation"),
+       normalize=_pairs("conv2d", "stride", "padding", "dilation"),
        doc="2-D convolution, NCHW input, [out, in/groups, kh, kw] weight")
 
 
@@ -124,6 +133,8 @@ def _convt_infer(ins, attrs):
     if w.rank != 4 or w.shape[0] != x.shape[1]:
         fail("conv_transpose2d", f"weight must be [in={x.shape[1]}, out/groups, kh, kw]", x, w)
     g = attrs["groups"]
+    if g < 1:
+        fail("conv_transpose2d", f"groups {g} must be positive", x, w)
     cout = w.shape[1] * g
     if x.shape[1] % g:
         fail("conv_transpose2d", f"in channels {x.shape[1]} not divisible by groups {g}", x)
@@ -173,7 +184,7 @@ define("conv_transpose2d", ["x", "weight", "bias?"],
        {**SPATIAL, "output_padding": Attr("ints", (0, 0)), "groups": Attr("int", 1)},
        infer=_convt_infer, reference=_convt_ref, category="conv",
        flops=lambda i, o, a: 2 * i[0].numel * i[1].shape[1] * i[1].shape[2] * i[1].shape[3],
-       normalize=_pairs("stride", "padding", "dilation", "output_padding"),
+       normalize=_pairs("conv_transpose2d", "stride", "padding", "dilation", "output_padding"),
        doc="2-D transposed convolution (PyTorch semantics), [in, out/groups, kh, kw] weight")
 
 
@@ -194,7 +205,7 @@ define("im2col", ["x"], {"kernel": Attr("ints"), **SPATIAL},
        reference=lambda ins, a: [np.ascontiguousarray(im2col_reference(
            ins[0], a["kernel"], a["stride"], a["padding"], a["dilation"]))],
        category="movement", flops=lambda i, o, a: 0,
-       normalize=_pairs("kernel", "stride", "padding", "dilation"),
+       normalize=_pairs("im2col", "kernel", "stride", "padding", "dilation"),
        doc="unfold sliding kh x kw patches: [N,C,H,W] -> [N, C*kh*kw, OH*OW]")
 
 
@@ -214,7 +225,7 @@ def _pool_infer(ins, attrs):
 
 
 def _pool_normalize(ins, attrs):
-    attrs = _pairs("kernel", "stride", "padding")(ins, attrs)
+    attrs = _pairs("max_pool2d", "kernel", "stride", "padding")(ins, attrs)
     if attrs["stride"] is None:
         attrs["stride"] = attrs["kernel"]
     return attrs
@@ -281,6 +292,6 @@ def _resize_ref(ins, attrs):
 
 define("resize_bilinear", ["x"], {"size": Attr("ints"), "align_corners": Attr("bool", False)},
        infer=_resize_infer, reference=_resize_ref, category="resize",
-       normalize=_pairs("size"),
+       normalize=_pairs("resize_bilinear", "size"),
        flops=lambda i, o, a: 4 * o[0].numel,
        doc="bilinear resize of the last two dims (PyTorch interpolate, no antialias)")
