@@ -61,6 +61,8 @@ define("matmul", ["a", "b"],
 
 def _linear_infer(ins, attrs):
     x, w, b = ins
+    if x.rank < 1:
+        fail("linear", "input must have a feature dim", x, w)
     if w.rank != 2:
         fail("linear", "weight must be [out_features, in_features]", x, w)
     if x.shape[-1] != w.shape[1]:

@@ -137,6 +137,8 @@ def _concat_normalize(ins, attrs):
 
 
 def _concat_infer(ins, attrs):
+    if not ins:
+        fail("concat", "needs at least one input")
     ax = attrs["axis"]
     first = ins[0]
     for t in ins[1:]:
@@ -203,6 +205,8 @@ define("window_partition", ["x"], {"window": Attr("int")}, infer=_wp_infer,
 def _wu_infer(ins, attrs):
     (x,) = ins
     ws, h, w = attrs["window"], attrs["height"], attrs["width"]
+    if ws <= 0 or h <= 0 or w <= 0:
+        fail("window_unpartition", f"window {ws}, height {h} and width {w} must be positive", x)
     if x.rank != 4 or x.shape[1] != ws or x.shape[2] != ws:
         fail("window_unpartition", f"expects [B*nWin, {ws}, {ws}, C]", x)
     ph, pw = _win_pad(h, w, ws)
