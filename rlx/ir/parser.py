@@ -309,6 +309,17 @@ def parse(text: str, source: str = "<text>") -> Graph:
 
 
 def parse_file(path) -> Graph:
-    with open(path, encoding="utf-8") as f:
-        text = f.read()
+    """Parse a ``.rlx`` file; an unreadable or non-UTF-8 file is an RlxError naming it."""
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except OSError as e:
+        raise RlxError(f"cannot read IR file {path}: {e.strerror or e}") from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = data.count(b"\n", 0, e.start) + 1
+        col = e.start - (data.rfind(b"\n", 0, e.start) + 1) + 1
+        raise ParseError(f"not UTF-8 text (byte 0x{data[e.start]:02x})", line, col,
+                         str(path)) from None
     return parse(text, str(path))
