@@ -4,3 +4,23 @@ The host-side pieces (image loading and preprocessing, prompt Fourier
 encoding, mask postprocessing) live in their own small modules so they can be
 tested one by one against Meta's `segment-anything` package.
 """
+
+from .config import CONFIGS, SamConfig, small_config  # noqa: E402
+from .debug import DebugOptions  # noqa: E402
+from .model import ImageNotSetError, Sam, SamPredictor, build_sam, sam_model_registry  # noqa: E402
+from .weights import SyntheticWeightsWarning, load_checkpoint, synthetic_weights  # noqa: E402
+
+__all__ = [
+    "CONFIGS",
+    "DebugOptions",
+    "ImageNotSetError",
+    "Sam",
+    "SamConfig",
+    "SamPredictor",
+    "SyntheticWeightsWarning",
+    "build_sam",
+    "load_checkpoint",
+    "sam_model_registry",
+    "small_config",
+    "synthetic_weights",
+]
