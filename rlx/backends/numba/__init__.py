@@ -1,0 +1,1 @@
+"""The numba CPU backend (see backend.py)."""

@@ -1,0 +1,176 @@
+"""The numba backend: generated Python source per kernel, compiled with `numba.njit`.
+
+For every node the backend asks `rlx.backends.common.describe` what the
+kernel is (elementwise loop nest, GEMM + epilogue, norm, blocked attention,
+host data movement), generates readable source for it (`codegen`), and
+compiles that through the persistent cache (`loader`). Identical sources —
+the twelve blocks of a ViT produce the same handful — are compiled once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from pathlib import Path
+from typing import Sequence
+
+from rlx.backends.base import Capabilities, KernelContext, KernelInfo
+from rlx.backends.common.spec import (COPY_OPS, HOST_OPS, OUT, AttentionSpec, ElementwiseSpec,
+                                      GemmSpec, HostSpec, NormSpec, describe)
+from rlx.ir.graph import Node
+from rlx.ir.ops import OPS
+
+_HERE = Path(__file__).parent
+#: part of every cache key: any change to code generation or the prelude invalidates kernels
+CODEGEN_VERSION = hashlib.sha256(
+    b"".join((_HERE / f).read_bytes() for f in ("codegen.py", "prelude.py"))).hexdigest()[:16]
+
+NATIVE_OPS = frozenset(
+    {name for name, op in OPS.items() if op.category == "elementwise"}
+    | {"matmul", "layer_norm", "softmax", "attention", "fused"} | COPY_OPS | HOST_OPS)
+
+
+def _versions() -> dict:
+    import llvmlite
+    import numba
+
+    return {"numba": numba.__version__, "llvmlite": llvmlite.__version__,
+            "codegen": CODEGEN_VERSION}
+
+
+class NumbaBackend:
+    name = "numba"
+
+    def __init__(self):
+        self._specs: dict[int, object] = {}
+
+    def capabilities(self) -> Capabilities:
+        return Capabilities(ops=NATIVE_OPS, fused_kinds=frozenset({"elementwise", "gemm", "norm"}),
+                            blocked_attention=True, dump_formats=("kernels",))
+
+    # ---- analysis --------------------------------------------------------------------------
+
+    def _spec(self, node: Node, ctx: KernelContext | None = None):
+        key = id(node)
+        if key not in self._specs:
+            block = getattr(ctx.profile, "attention_block", 256) if ctx is not None else 256
+            self._specs[key] = (node, describe(node, attention_block=block))
+        return self._specs[key][1]
+
+    def supports(self, node: Node) -> bool:
+        return self._spec(node) is not None
+
+    # ---- code ------------------------------------------------------------------------------
+
+    def sources(self, node: Node, ctx: KernelContext) -> list[tuple[str, str]]:
+        """(role, module source) for every generated function `node` needs."""
+        from rlx.backends.numba import codegen
+
+        spec = self._spec(node, ctx)
+        fm = bool(getattr(ctx.profile, "fastmath", False))
+        title = f"{node.outputs[0].ref} = " + (f"fused.{node.attrs['kind']}" if node.op == "fused"
+                                              else node.op)
+        if isinstance(spec, ElementwiseSpec):
+            return [("main", codegen.elementwise_source(
+                spec, _in_dtypes(spec, node), [v.dtype for v in node.outputs], fm, title))]
+        if isinstance(spec, NormSpec):
+            return [("main", codegen.norm_source(spec, _in_dtypes(spec, node),
+                                                 node.outputs[0].dtype, fm, title))]
+        if isinstance(spec, GemmSpec):
+            out = []
+            if spec.epilogue is not None:
+                out.append(("epilogue", codegen.elementwise_source(
+                    spec.epilogue, _in_dtypes(spec.epilogue, node), [node.outputs[0].dtype], fm,
+                    title + " epilogue")))
+            if getattr(ctx.profile, "gemm", "blas") == "native":
+                out.append(("native", codegen.native_gemm_source(node.outputs[0].dtype, fm)))
+            return out
+        if isinstance(spec, AttentionSpec):
+            return [("softmax", codegen.attention_softmax_source(fm))]
+        return []
+
+    def compile(self, node: Node, ctx: KernelContext):
+        from rlx.backends.numba import kernels, loader
+
+        spec = self._spec(node, ctx)
+        if spec is None:
+            raise ValueError(f"numba backend cannot compile {node.op}")
+        t0 = time.perf_counter()
+        fns, hits, sources = {}, [], []
+        for role, source in self.sources(node, ctx):
+            loaded = loader.load(source, ctx.cache, _versions())
+            fns[role] = loaded.fn
+            hits.append(loaded.from_cache)
+            sources.append(source)
+        kind = node.attrs["kind"] if node.op == "fused" else node.op
+        info = KernelInfo(name=node.outputs[0].name, kind=f"numba.{kind}",
+                          source="\n".join(sources) or None,
+                          from_cache=bool(hits) and all(hits),
+                          compile_seconds=time.perf_counter() - t0,
+                          extra={"compiled": bool(hits)})
+        if isinstance(spec, ElementwiseSpec):
+            return _nest_kernel(kernels, spec, node, fns["main"], info, "elementwise")
+        if isinstance(spec, NormSpec):
+            return _nest_kernel(kernels, spec, node, fns["main"], info, "norm")
+        if isinstance(spec, GemmSpec):
+            epi = None
+            if spec.epilogue is not None:
+                epi = _nest_kernel(kernels, spec.epilogue, node, fns["epilogue"], info,
+                                   "elementwise")
+            native = kernels.NativeGemm(fns["native"]) if "native" in fns else None
+            return kernels.GemmKernel(spec, epi, native, info)
+        if isinstance(spec, AttentionSpec):
+            return kernels.AttentionKernel(spec, fns["softmax"], info)
+        if isinstance(spec, HostSpec):
+            info.kind = f"numba.host.{spec.op}"
+            return kernels.HostKernel(spec, info)
+        raise ValueError(f"unknown spec {type(spec).__name__}")
+
+    def compile_many(self, nodes: Sequence[Node], ctx: KernelContext) -> list:
+        from rlx.backends.numba import threads
+
+        threads.configure(ctx.profile.effective_threads)
+        return [self.compile(n, ctx) for n in nodes]
+
+    def dump(self, nodes: Sequence[Node], fmt: str, ctx: KernelContext) -> str:
+        if fmt != "kernels":
+            from rlx.errors import RlxError
+
+            raise RlxError(f"numba backend dumps --format kernels, not {fmt!r}")
+        out = []
+        for node in nodes:
+            if not self.supports(node):
+                out.append(f"# {node.outputs[0].ref} = {node.op}: reference kernel (not compiled)\n")
+                continue
+            srcs = self.sources(node, ctx)
+            if not srcs:
+                spec = self._spec(node, ctx)
+                what = "numpy matmul (BLAS)" if isinstance(spec, GemmSpec) else \
+                    f"host numpy {getattr(spec, 'op', node.op)}"
+                out.append(f"# {node.outputs[0].ref} = {node.op}: {what}\n")
+            for role, s in srcs:
+                out.append(s)
+        return "\n".join(out)
+
+
+def _in_dtypes(spec, node: Node) -> list[str]:
+    """dtype of each nest input (OUT reads the output buffer)."""
+    out = []
+    for acc in spec.nest.inputs:
+        v = node.outputs[0] if acc.arg == OUT else node.inputs[acc.arg]
+        out.append(v.dtype)
+    return out
+
+
+def _nest_kernel(kernels, spec, node: Node, fn, info: KernelInfo, which: str):
+    from rlx.backends.numba import codegen
+
+    in_dt = [node.outputs[0].dtype if a.arg == OUT else node.inputs[a.arg].dtype
+             for a in spec.nest.inputs]
+    out_dt = [node.outputs[a.arg if a.arg >= 0 else 0].dtype for a in spec.nest.outputs]
+    if which == "elementwise":
+        n_tasks = codegen.elementwise_tasks(spec.nest)
+    else:
+        n_tasks = codegen.norm_tasks(spec.nest)
+    cost = kernels.cost_of(spec.program) + (12 if which == "norm" else 0)
+    return kernels.NestKernel(fn, spec.nest, in_dt, out_dt, n_tasks, cost, info)

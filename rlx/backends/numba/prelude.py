@@ -1,0 +1,134 @@
+"""Vectorizable float32 exp / erf / tanh for generated kernels.
+
+numba on this stack has no SVML, so ``math.exp`` on float32 becomes a scalar
+libm call per element and stops the loop vectorizer; softmax and GELU would
+spend seconds there. These versions use only arithmetic, comparisons/selects
+and one bit cast, so LLVM turns a loop over them into AVX-512 code.
+
+* exp32: Cody-Waite range reduction x = n·ln2 + r, a degree-6 polynomial for
+  e^r (the classic single-precision minimax coefficients) and 2^n assembled in
+  the exponent bits. Relative error about 1 ulp for inputs in
+  [-87.3, 88.7]; below that it returns 0 (true result is a subnormal), above
+  log(FLT_MAX) it returns inf; NaN propagates.
+* erf32: an odd rational approximation p(x)/q(x) on [-4, 4] (erf is ±1 in
+  float32 beyond); absolute error a few 1e-7.
+* tanh32: an odd rational approximation clamped at ±7.9 (tanh is ±1 in float32
+  beyond), returning x itself for |x| < 4e-4.
+
+Generated kernels import these by name; their source is part of every kernel
+cache key (see `backend.CODEGEN_VERSION`), so changing them invalidates
+cached kernels.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from llvmlite import ir
+from numba import njit
+from numba.core import types
+from numba.extending import intrinsic
+
+f32 = np.float32
+
+
+@intrinsic
+def _i32_as_f32(typingctx, x):
+    """Reinterpret int32 bits as float32 (one LLVM bitcast, so it vectorizes)."""
+    if x == types.int32:
+        def codegen(context, builder, sig, args):
+            return builder.bitcast(args[0], ir.FloatType())
+        return types.float32(types.int32), codegen
+    return None
+
+
+_LOG2E = f32(1.44269504088896341)
+_LN2_HI = f32(0.693359375)
+_LN2_LO = f32(-2.12194440e-4)
+_EXP_LO = f32(-87.3365447504)
+_EXP_OVER = f32(88.72283905206835)
+_P0, _P1, _P2, _P3, _P4, _P5 = (f32(1.9875691500e-4), f32(1.3981999507e-3),
+                                f32(8.3334519073e-3), f32(4.1665795894e-2),
+                                f32(1.6666665459e-1), f32(5.0000001201e-1))
+_ONE, _ZERO, _INF = f32(1.0), f32(0.0), f32(np.inf)
+
+
+@njit(inline="always", error_model="numpy")
+def exp32(x):
+    xc = x if x < _EXP_OVER else _EXP_OVER
+    xc = xc if xc > _EXP_LO else _EXP_LO
+    fn = np.rint(xc * _LOG2E)
+    r = xc - fn * _LN2_HI
+    r = r - fn * _LN2_LO
+    p = _P0 * r + _P1
+    p = p * r + _P2
+    p = p * r + _P3
+    p = p * r + _P4
+    p = p * r + _P5
+    p = p * (r * r) + r + _ONE
+    # 2^n in two halves so that n = 128 (x near log(FLT_MAX)) and n = -126 stay normal.
+    n = np.int32(fn)
+    h = np.int32(n >> np.int32(1))
+    y = p * _i32_as_f32(np.int32((h + np.int32(127)) << np.int32(23)))
+    y = y * _i32_as_f32(np.int32((n - h + np.int32(127)) << np.int32(23)))
+    y = y if x > _EXP_LO else _ZERO
+    y = y if x <= _EXP_OVER else _INF
+    return y if x == x else x
+
+
+_ERF_CLAMP = f32(4.0)
+_A1, _A3, _A5, _A7, _A9, _A11, _A13 = (
+    f32(-1.60960333262415e-02), f32(-2.95459980854025e-03), f32(-7.34990630326855e-04),
+    f32(-5.69250639462346e-05), f32(-2.10102402082508e-06), f32(2.77068142495902e-08),
+    f32(-2.72614225801306e-10))
+_B0, _B2, _B4, _B6, _B8 = (
+    f32(-1.42647390514189e-02), f32(-7.37332916720468e-03), f32(-1.68282697438203e-03),
+    f32(-2.13374055278905e-04), f32(-1.45660718464996e-05))
+
+
+@njit(inline="always", error_model="numpy")
+def erf32(x0):
+    x = x0 if x0 < _ERF_CLAMP else _ERF_CLAMP
+    x = x if x > -_ERF_CLAMP else -_ERF_CLAMP
+    x2 = x * x
+    p = _A13 * x2 + _A11
+    p = p * x2 + _A9
+    p = p * x2 + _A7
+    p = p * x2 + _A5
+    p = p * x2 + _A3
+    p = p * x2 + _A1
+    p = p * x
+    q = _B8 * x2 + _B6
+    q = q * x2 + _B4
+    q = q * x2 + _B2
+    q = q * x2 + _B0
+    r = p / q
+    return r if x0 == x0 else x0
+
+
+_TANH_CLAMP = f32(7.90531110763549805)
+_TANH_TINY = f32(0.0004)
+_TA1, _TA3, _TA5, _TA7, _TA9, _TA11, _TA13 = (
+    f32(4.89352455891786e-03), f32(6.37261928875436e-04), f32(1.48572235717979e-05),
+    f32(5.12229709037114e-08), f32(-8.60467152213735e-11), f32(2.00018790482477e-13),
+    f32(-2.76076847742355e-16))
+_TB0, _TB2, _TB4, _TB6 = (f32(4.89352518554385e-03), f32(2.26843463243900e-03),
+                          f32(1.18534705686654e-04), f32(1.19825839466702e-06))
+
+
+@njit(inline="always", error_model="numpy")
+def tanh32(x0):
+    x = x0 if x0 < _TANH_CLAMP else _TANH_CLAMP
+    x = x if x > -_TANH_CLAMP else -_TANH_CLAMP
+    x2 = x * x
+    p = _TA13 * x2 + _TA11
+    p = p * x2 + _TA9
+    p = p * x2 + _TA7
+    p = p * x2 + _TA5
+    p = p * x2 + _TA3
+    p = p * x2 + _TA1
+    p = p * x
+    q = _TB6 * x2 + _TB4
+    q = q * x2 + _TB2
+    q = q * x2 + _TB0
+    r = p / q
+    return x0 if abs(x0) < _TANH_TINY else r

@@ -1,0 +1,94 @@
+"""Threads for kernels and for BLAS, sized by the profile, never both at once.
+
+Kernels are compiled ``nogil`` and take a task range, so a small pool of
+Python threads runs them in parallel (no OpenMP runtime: nothing spins after
+a kernel returns and steals cycles from BLAS). GEMMs go to numpy's bundled
+OpenBLAS, whose own thread count is set through its exported
+``*_set_num_threads*`` symbol (found with ctypes in numpy's library folder).
+A kernel's tasks and a BLAS call never overlap, so at most `threads` threads
+are busy at any moment.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import glob
+import os
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+
+_lock = threading.Lock()
+_pool: ThreadPoolExecutor | None = None
+_pool_size = 0
+_blas_setter = None
+_blas_threads: int | None = None
+
+#: below this much work (elements x cost) a kernel runs on the calling thread
+PARALLEL_MIN_WORK = 1 << 16
+
+
+def _find_blas_setter():
+    """openblas_set_num_threads from numpy's bundled OpenBLAS (or None)."""
+    libdir = os.path.join(os.path.dirname(os.path.dirname(np.__file__)), "numpy.libs")
+    for path in sorted(glob.glob(os.path.join(libdir, "*openblas*.so*"))):
+        try:
+            lib = ctypes.CDLL(path)
+        except OSError:
+            continue
+        for sym in ("scipy_openblas_set_num_threads64_", "openblas_set_num_threads64_",
+                    "scipy_openblas_set_num_threads", "openblas_set_num_threads"):
+            fn = getattr(lib, sym, None)
+            if fn is not None:
+                fn.argtypes = [ctypes.c_int]
+                fn.restype = None
+                return fn
+    return None
+
+
+def set_blas_threads(n: int) -> bool:
+    """Set OpenBLAS's thread count; False if numpy's OpenBLAS was not found."""
+    global _blas_setter, _blas_threads
+    with _lock:
+        if _blas_setter is None:
+            _blas_setter = _find_blas_setter() or False
+        if not _blas_setter:
+            return False
+        if _blas_threads != n:
+            _blas_setter(int(n))
+            _blas_threads = n
+        return True
+
+
+def configure(threads: int) -> None:
+    """Size the kernel pool and BLAS for `threads` threads in total."""
+    global _pool, _pool_size
+    threads = max(1, int(threads))
+    with _lock:
+        if _pool_size != threads:
+            if _pool is not None:
+                _pool.shutdown(wait=True)
+            _pool = ThreadPoolExecutor(threads - 1, thread_name_prefix="rlx-kernel") \
+                if threads > 1 else None
+            _pool_size = threads
+    set_blas_threads(threads)
+
+
+def threads() -> int:
+    return max(_pool_size, 1)
+
+
+def run_tasks(fn, n_tasks: int, args: tuple, work: int) -> None:
+    """fn(lo, hi, *args) over [0, n_tasks), split across the pool when `work` is large."""
+    pool = _pool
+    nthreads = _pool_size
+    if pool is None or n_tasks < 2 or work < PARALLEL_MIN_WORK:
+        fn(0, n_tasks, *args)
+        return
+    parts = min(nthreads, n_tasks)
+    bounds = [n_tasks * k // parts for k in range(parts + 1)]
+    futures = [pool.submit(fn, bounds[k], bounds[k + 1], *args) for k in range(1, parts)]
+    fn(bounds[0], bounds[1], *args)
+    for f in futures:
+        f.result()
