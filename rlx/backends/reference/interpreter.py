@@ -76,7 +76,16 @@ def run_graph(graph: Graph, inputs, weights: Mapping[str, np.ndarray],
         for v in node.present_inputs():
             if last_use.get(id(v)) == i and id(v) not in keep:
                 env.pop(id(v), None)
-    return [env[id(v)] for v in graph.outputs]
+    # Results belong to the caller: never hand out (a view of) an input or a weight, nor
+    # a read-only array (reshape and broadcast references return views).
+    protected = arrays + [w[name] for name in graph.weights]
+    results = []
+    for v in graph.outputs:
+        a = env[id(v)]
+        if not a.flags.writeable or any(np.may_share_memory(a, p) for p in protected):
+            a = a.copy()
+        results.append(a)
+    return results
 
 
 def _conform(v: Value, a: np.ndarray, op: str) -> np.ndarray:
