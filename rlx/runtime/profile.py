@@ -105,6 +105,12 @@ PRESETS: dict[str, CompileProfile] = {
 }
 
 _FIELDS = {f.name for f in dataclasses.fields(CompileProfile)} - {"source"}
+#: field -> (python type, may be None), from the annotations ("int", "str | None", ...)
+_FIELD_TYPES = {
+    f.name: ({"bool": bool, "int": int, "str": str}[str(f.type).split(" ")[0]],
+             str(f.type).endswith("| None"))
+    for f in dataclasses.fields(CompileProfile) if f.name in _FIELDS
+}
 
 
 def load_profile_file(path: str | os.PathLike) -> CompileProfile:
@@ -129,6 +135,8 @@ def load_profile_file(path: str | os.PathLike) -> CompileProfile:
     if not isinstance(data, dict):
         raise ProfileError(f"profile file {path}: expected a table of settings")
     base_name = data.pop("base", "default")
+    if not isinstance(base_name, str):
+        raise ProfileError(f"profile file {path}: base must be a preset name, got {base_name!r}")
     if base_name not in PRESETS:
         raise ProfileError(f"profile file {path}: unknown base preset {base_name!r}; "
                            f"presets: {', '.join(PRESETS)}")
@@ -136,15 +144,18 @@ def load_profile_file(path: str | os.PathLike) -> CompileProfile:
     if unknown:
         raise ProfileError(f"profile file {path}: unknown setting(s) {', '.join(unknown)}; "
                            f"known: {', '.join(sorted(_FIELDS))}")
-    types = {f.name: f.type for f in dataclasses.fields(CompileProfile)}
     for key, value in data.items():
-        expected = {"bool": bool, "int": int, "str": str}.get(str(types[key]).split(" ")[0])
-        if expected is bool and not isinstance(value, bool) or \
-                expected is int and (not isinstance(value, int) or isinstance(value, bool)):
-            raise ProfileError(f"profile file {path}: {key} must be {expected.__name__}, "
-                               f"got {value!r}")
+        expected, optional = _FIELD_TYPES[key]
+        ok = (value is None and optional) or (
+            isinstance(value, expected) and not (expected is int and isinstance(value, bool)))
+        if not ok:
+            raise ProfileError(f"profile file {path}: {key} must be {expected.__name__}"
+                               f"{' or null' if optional else ''}, got {value!r}")
     data.setdefault("name", path.stem)
-    return PRESETS[base_name].replace(source=str(path), **data)
+    try:
+        return PRESETS[base_name].replace(source=str(path), **data)
+    except ProfileError as e:  # a value out of range: say which file it came from
+        raise ProfileError(f"profile file {path}: {e}") from None
 
 
 def near_weights_candidates(checkpoint: str | os.PathLike) -> list[Path]:
