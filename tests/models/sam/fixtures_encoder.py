@@ -114,10 +114,21 @@ class VitBCase:
 
 
 @functools.lru_cache(maxsize=None)
-def vit_b_reference() -> VitBCase:
-    """The official ViT-B embedding of one image, computed once per process."""
+def _vit_b_official():
     model = official_sam.build_official("vit_b", seed=SEED)
     path = official_sam.save_official_checkpoint(model, _workdir() / "sam_vit_b_redrawn.pth")
+    return model, path
+
+
+def vit_b_checkpoint() -> str:
+    """Path of the re-drawn official ViT-B as a Meta-format .pth (written once)."""
+    return _vit_b_official()[1]
+
+
+@functools.lru_cache(maxsize=None)
+def vit_b_reference() -> VitBCase:
+    """The official ViT-B embedding of one image, computed once per process."""
+    model, path = _vit_b_official()
     image = synthetic_images.make_image(*VIT_B_IMAGE_SIZE, seed=11)
     predictor = official_sam.official_predictor(model)
     t0 = time.perf_counter()
@@ -127,7 +138,6 @@ def vit_b_reference() -> VitBCase:
     case = VitBCase(path, image, embedding, tuple(predictor.input_size),
                     tuple(predictor.original_size), seconds)
     print(f"\n[timing] official ViT-B set_image: {seconds:.1f} s")
-    del predictor, model
     return case
 
 
