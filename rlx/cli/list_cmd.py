@@ -1,11 +1,22 @@
-"""`rlx list`: what is registered (models and their subgraphs, passes)."""
+"""`rlx list`: what is registered (models and their subgraphs, passes, compile presets)."""
 
 from __future__ import annotations
 
 
 def add_arguments(p) -> None:
-    p.add_argument("what", nargs="?", default="all", choices=["all", "models", "passes"],
+    p.add_argument("what", nargs="?", default="all",
+                   choices=["all", "models", "passes", "presets"],
                    help="what to list (default: all)")
+
+
+def _preset_summary(profile) -> str:
+    parts = [f"backend={profile.backend}", f"fusion={'on' if profile.fusion else 'off'}",
+             f"attention={profile.attention}"]
+    if profile.fastmath:
+        parts.append("fastmath")
+    if profile.verify:
+        parts.append("verify")
+    return ", ".join(parts)
 
 
 def run(args) -> int:
@@ -20,9 +31,18 @@ def run(args) -> int:
         for err in load_errors():
             print(f"  (failed to load: {err})")
     if args.what in ("all", "passes"):
-        from rlx.passes.registry import PASSES
+        from rlx.passes.registry import PASSES, default_pipeline
 
-        print("passes (default pipeline order):")
-        for p in PASSES.values():
-            print(f"  {p.name:<24} {p.doc}")
+        pipeline = default_pipeline()
+        print("passes (default pipeline order first; * = not in the default pipeline):")
+        ordered = pipeline + [n for n in PASSES if n not in pipeline]
+        for name in ordered:
+            mark = " " if name in pipeline else "*"
+            print(f" {mark}{name:<24} {PASSES[name].doc}")
+    if args.what in ("all", "presets"):
+        from rlx.runtime.profile import PRESETS
+
+        print("compile presets (rlx ... --profile NAME):")
+        for name, profile in PRESETS.items():
+            print(f"  {name:<24} {_preset_summary(profile)}")
     return 0
