@@ -23,7 +23,8 @@ def materialize_weights(graph: Graph, weights: Mapping[str, np.ndarray]) -> dict
     check_weights(graph, weights)
     out = {name: np.asarray(weights[name]) for name in graph.source_weights()}
     for node in graph.derived:
-        ins = [out[v.name] for v in node.inputs]
+        # Absent optional operands (e.g. attention without rel-pos) stay None.
+        ins = [out[v.name] if v is not None else None for v in node.inputs]
         (result,) = get_op(node.op).evaluate(ins, node.attrs, node.body)
         out[node.output.name] = np.ascontiguousarray(result, dtype=node.output.type.np_dtype)
     return out
