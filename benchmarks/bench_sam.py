@@ -173,6 +173,8 @@ def format_table(report: dict) -> str:
                 notes.append(f"{s}: compile (first call, {'cold' if info.get('cold_cache') else 'warm'}"
                              f" cache) {min(cs):.1f}-{max(cs):.1f} s; max|d| vs eager "
                              f"{info.get('max_abs_diff_vs_eager', float('nan')):.2e}")
+            if r.get("n_discarded_noisy"):
+                notes.append(f"{s}: {r['n_discarded_noisy']} noisy child(ren) re-run and discarded")
             if r.get("foreign_cores_max", 0) > 0.2:
                 notes.append(f"{s}: other processes used up to {r['foreign_cores_max']:.2f} cores "
                              "during a measurement (numbers are inflated)")
@@ -237,6 +239,10 @@ def main(argv=None) -> int:
     ap.add_argument("--timeout", type=float, default=1800.0, help="seconds per child process")
     ap.add_argument("--wait-quiet", type=float, default=0.0, metavar="S",
                     help="before each child, wait up to S s until other processes use <0.15 cores")
+    ap.add_argument("--max-foreign", type=float, default=None, metavar="CORES",
+                    help="re-run a child during which other processes used more than CORES cores")
+    ap.add_argument("--retries", type=int, default=2,
+                    help="re-runs allowed per noisy child with --max-foreign (default 2)")
     ap.add_argument("--no-blas", action="store_true", help="skip the numpy sgemm peak measurement")
     ap.add_argument("--torch-profile", action="store_true",
                     help="also profile one torch eager encoder pass (torch.profiler)")
@@ -287,6 +293,8 @@ def main(argv=None) -> int:
         "machine": machine_info(),
         "versions": package_versions(),
         "openblas_env": openblas_env,
+        "wait_quiet_s": args.wait_quiet,
+        "max_foreign_cores": args.max_foreign,
         "argv": sys.argv,
     }
     if openblas_env:
@@ -298,6 +306,8 @@ def main(argv=None) -> int:
 
     if not args.no_blas:
         print("[blas] numpy sgemm on ViT-B shapes ...")
+        if args.wait_quiet > 0:
+            harness.wait_for_quiet(args.wait_quiet)
         b = harness.run_child(RunnerSpec.make("benchmarks.blas_peak:measure"), args.threads, 0, 0,
                               mode="call", timeout_s=600)
         report["blas_peak"] = b.get("info") if b.get("status") == "ok" else None
@@ -306,7 +316,8 @@ def main(argv=None) -> int:
         else:
             print(f"[blas] best {b['info']['peak_gflops']:.0f} GFLOP/s")
 
-    out = harness.run_jobs(jobs, args.repeat, args.threads, wait_quiet_s=args.wait_quiet)
+    out = harness.run_jobs(jobs, args.repeat, args.threads, wait_quiet_s=args.wait_quiet,
+                           max_foreign=args.max_foreign, retries=args.retries)
     report.update(results=out["results"], ratios=out["ratios"], raw=out["raw"])
     # all compile times, for torch-compile
     for task, rows in out["results"].items():
@@ -318,6 +329,8 @@ def main(argv=None) -> int:
 
     if args.torch_profile:
         print("[profile] torch eager encoder, torch.profiler ...")
+        if args.wait_quiet > 0:
+            harness.wait_for_quiet(args.wait_quiet)
         kw = dict(common_kw, top=args.profile_top)
         report["torch_profile"] = harness.run_child(
             RunnerSpec.make("benchmarks.peers.torch_sam:profile_encoder", **kw),

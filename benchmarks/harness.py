@@ -402,6 +402,8 @@ class Job:
 
 
 def summarize(children: list[dict]) -> dict:
+    n_discarded = sum(1 for c in children if c.get("discarded"))
+    children = [c for c in children if not c.get("discarded")]
     ok = [c for c in children if c.get("status") == "ok"]
     if not ok:
         first = children[0] if children else {}
@@ -417,6 +419,7 @@ def summarize(children: list[dict]) -> dict:
         "status": "ok",
         "n_children": len(ok),
         "n_failed_children": len(children) - len(ok),
+        "n_discarded_noisy": n_discarded,
         "n_runs": len(times),
         "min_s": min(times),
         "median_s": statistics.median(times),
@@ -449,9 +452,17 @@ def run_jobs(
     threads: int,
     log: Callable[[str], None] = print,
     wait_quiet_s: float = 0.0,
+    max_foreign: float | None = None,
+    retries: int = 0,
 ) -> dict:
     """Prepare every runner once, then run ``repeat`` rounds over all jobs,
-    interleaved. Returns {task: {system: summary}} plus the raw child results."""
+    interleaved. Returns {task: {system: summary}} plus the raw child results.
+
+    ``wait_quiet_s``: before each child wait (up to that long) for other
+    processes to go quiet. ``max_foreign``/``retries``: a child during which
+    other processes used more than ``max_foreign`` cores is re-run (up to
+    ``retries`` times); the noisy result stays in ``raw`` marked
+    ``discarded`` and is left out of the summary unless no clean one came."""
     raw: dict[tuple, list] = {(j.system, j.task): [] for j in jobs}
     prepared: dict[str, dict] = {}
     unavailable: dict[tuple, dict] = {}
@@ -462,14 +473,13 @@ def run_jobs(
         if pkey in prepared:
             p = prepared[pkey]
         else:
-            log(f"[prepare] {j.system}: {j.spec.module}.prepare ...")
             p = run_child(j.spec, threads, 0, 0, mode="prepare", timeout_s=j.timeout_s,
                           env_extra=j.env_extra)
             prepared[pkey] = p
-            for line in p.get("child_stdout", []):
-                log(f"    {line}")
             if p.get("status") == "ok" and "prepare_s" in p:
-                log(f"    prepared in {p['prepare_s']:.1f} s")
+                log(f"[prepare] {j.system}: {j.spec.module}.prepare() took {p['prepare_s']:.1f} s")
+                for line in p.get("child_stdout", []):
+                    log(f"    {line}")
         if p.get("status") != "ok":
             unavailable[key] = p
             st = "not available" if p.get("status") == "unavailable" else "prepare FAILED"
@@ -480,10 +490,24 @@ def run_jobs(
             key = (j.system, j.task)
             if key in unavailable:
                 continue
-            if wait_quiet_s > 0:
-                wait_for_quiet(wait_quiet_s, log=log)
-            res = run_child(j.spec, threads, j.warmup, j.runs, timeout_s=j.timeout_s,
-                            env_extra=j.env_extra)
+            for attempt in range(retries + 1):
+                if wait_quiet_s > 0:
+                    wait_for_quiet(wait_quiet_s, log=log)
+                res = run_child(j.spec, threads, j.warmup, j.runs, timeout_s=j.timeout_s,
+                                env_extra=j.env_extra)
+                noisy = (
+                    max_foreign is not None
+                    and res.get("status") == "ok"
+                    and (res.get("foreign_cores") or 0.0) > max_foreign
+                )
+                if noisy and attempt < retries:
+                    res["discarded"] = "noisy"
+                    raw[key].append(res)
+                    log(f"[{rep + 1}/{repeat}] {j.system:>16s} {j.task:<8s} noisy: other processes "
+                        f"used {res['foreign_cores']:.2f} cores "
+                        f"(median {statistics.median(res['times_s']) * 1e3:.1f} ms); re-running")
+                    continue
+                break
             raw[key].append(res)
             if res.get("status") == "ok":
                 ts = res["times_s"]
