@@ -16,6 +16,8 @@ BUILTIN = [
     ("rlx.cli.dump_ir", "dump-ir", "print a graph's IR (text, DOT, ...) at any pipeline stage"),
     ("rlx.cli.convert", "convert", "convert a checkpoint (.pth/.safetensors) to .safetensors"),
     ("rlx.cli.list_cmd", "list", "list registered models, passes and presets"),
+    ("rlx.cli.compile", "compile", "compile every subgraph of a model and report kernels, time, cache"),
+    ("rlx.cli.bench", "bench", "time compiled subgraphs (min/median, GFLOP/s, peak memory)"),
 ]
 
 

@@ -53,13 +53,20 @@ class NestKernel:
 
 
 class GemmKernel:
-    """matmul into the output (BLAS through numpy, or the native kernel), then the epilogue."""
+    """matmul into the output (BLAS through numpy, or the native kernel), then the epilogue.
+
+    BLAS runs single-threaded; the product is split into row blocks (or batch
+    entries) over the kernel threads, so BLAS threads and kernel threads never
+    compete for the cores.
+    """
 
     def __init__(self, spec: GemmSpec, epilogue: NestKernel | None, native, info: KernelInfo):
         self.spec = spec
         self.epilogue = epilogue
         self.native = native
         self.info = info
+        k = spec.a_shape[-2] if spec.transpose_a else spec.a_shape[-1]
+        self.work = math.prod(spec.out_shape) * k
 
     def __call__(self, inputs, outputs) -> None:
         s = self.spec
@@ -72,9 +79,35 @@ class GemmKernel:
         if self.native is not None:
             self.native(a, b, out)
         else:
-            np.matmul(a, b, out=out)
+            parallel_matmul(a, b, out, self.work)
         if self.epilogue is not None:
             self.epilogue(inputs, outputs)
+
+
+def parallel_matmul(a: np.ndarray, b: np.ndarray, out: np.ndarray, work: int) -> None:
+    """np.matmul(a, b, out=out) split over the kernel threads (BLAS itself single-threaded)."""
+    if b.ndim == 2 and a.ndim > 2 and a.flags.c_contiguous:
+        a = a.reshape(-1, a.shape[-1])  # one tall product instead of a batch of small ones
+        out = out.reshape(-1, out.shape[-1])
+    if a.ndim == 2 and b.ndim == 2:
+        rows = out.shape[0]
+
+        def part(lo, hi):
+            if hi > lo:
+                np.matmul(a[lo:hi], b, out=out[lo:hi])
+        threads.run_tasks(part, rows, (), work)
+        return
+    batch = out.shape[:-2]
+    a3 = np.broadcast_to(a, batch + a.shape[-2:]).reshape((-1,) + a.shape[-2:]) \
+        if a.shape[:-2] != batch else a.reshape((-1,) + a.shape[-2:])
+    b3 = np.broadcast_to(b, batch + b.shape[-2:]).reshape((-1,) + b.shape[-2:]) \
+        if b.shape[:-2] != batch else b.reshape((-1,) + b.shape[-2:])
+    o3 = out.reshape((-1,) + out.shape[-2:])
+
+    def part(lo, hi):
+        if hi > lo:
+            np.matmul(a3[lo:hi], b3[lo:hi], out=o3[lo:hi])
+    threads.run_tasks(part, o3.shape[0], (), work)
 
 
 class NativeGemm:
@@ -93,46 +126,50 @@ class NativeGemm:
         threads.run_tasks(self.fn, c3.shape[0] * m, (a3, b3, c3), c3.size * k)
 
 
-#: score-block elements per step of blocked attention (bounds the scratch to ~8 MB)
-ATTENTION_SCRATCH = 1 << 21
-
-
 class AttentionKernel:
-    """Blocked softmax(q kᵀ·scale + rel-pos) v: per batch group and block of query rows,
-    GEMM into a scratch block, bias + softmax in place, GEMM into the output."""
+    """Blocked softmax(q kᵀ·scale + rel-pos) v. A task is (batch entry, block of query
+    rows): GEMM into a per-thread score block, bias + softmax in place, GEMM into the
+    output. The full score matrix never exists; tasks are split over the threads."""
 
     def __init__(self, spec: AttentionSpec, softmax_fn, info: KernelInfo):
         self.spec = spec
         self.fn = softmax_fn
         self.info = info
         b, nq, _ = spec.q_shape
-        nk = spec.k_shape[1]
+        self.nk = spec.k_shape[1]
         self.block = min(spec.block, nq)
-        self.group = max(1, min(b, ATTENTION_SCRATCH // (self.block * nk)))
-        self._scratch = None
+        self.nblocks = -(-nq // self.block)
+        self.n_tasks = b * self.nblocks
+        self._scratch: dict[int, np.ndarray] = {}
         self._empty = np.zeros((1, 1, 1), np.float32)
+        self.work = b * nq * self.nk * (spec.q_shape[2] + spec.v_shape[2] + 8)
+
+    def _part(self, lo, hi, q, kt, v, rh, rw, out):
+        import threading
+
+        tid = threading.get_ident()
+        scratch = self._scratch.get(tid)
+        if scratch is None:
+            scratch = self._scratch[tid] = np.empty(self.block * self.nk, np.float32)
+        scale = np.float32(self.spec.scale)
+        has_rel = rh is not None
+        nq = q.shape[1]
+        for task in range(lo, hi):
+            bi, blk = divmod(task, self.nblocks)
+            r0 = blk * self.block
+            r1 = min(nq, r0 + self.block)
+            rows = r1 - r0
+            s = scratch[:rows * self.nk].reshape(1, rows, self.nk)
+            np.matmul(q[bi, r0:r1], kt[bi], out=s[0])
+            h = rh[bi:bi + 1, r0:r1] if has_rel else self._empty
+            w = rw[bi:bi + 1, r0:r1] if has_rel else self._empty
+            self.fn(0, rows, s, h, w, scale, has_rel)
+            np.matmul(s[0], v[bi], out=out[bi, r0:r1])
 
     def __call__(self, inputs, outputs) -> None:
         q, k, v, rh, rw = inputs
-        out = outputs[0]
-        bsz, nq, _ = q.shape
-        nk = k.shape[1]
-        if self._scratch is None:
-            self._scratch = np.empty(self.group * self.block * nk, np.float32)
-        has_rel = rh is not None
         kt = np.swapaxes(k, 1, 2)
-        scale = np.float32(self.spec.scale)
-        for b0 in range(0, bsz, self.group):
-            b1 = min(bsz, b0 + self.group)
-            for r0 in range(0, nq, self.block):
-                r1 = min(nq, r0 + self.block)
-                n, rows = b1 - b0, r1 - r0
-                s = self._scratch[:n * rows * nk].reshape(n, rows, nk)
-                np.matmul(q[b0:b1, r0:r1], kt[b0:b1], out=s)
-                h = rh[b0:b1, r0:r1] if has_rel else self._empty
-                w = rw[b0:b1, r0:r1] if has_rel else self._empty
-                threads.run_tasks(self.fn, n * rows, (s, h, w, scale, has_rel), s.size * 4)
-                np.matmul(s, v[b0:b1], out=out[b0:b1, r0:r1])
+        threads.run_tasks(self._part, self.n_tasks, (q, kt, v, rh, rw, outputs[0]), self.work)
 
 
 class HostKernel:

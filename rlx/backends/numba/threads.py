@@ -5,8 +5,8 @@ Python threads runs them in parallel (no OpenMP runtime: nothing spins after
 a kernel returns and steals cycles from BLAS). GEMMs go to numpy's bundled
 OpenBLAS, whose own thread count is set through its exported
 ``*_set_num_threads*`` symbol (found with ctypes in numpy's library folder).
-A kernel's tasks and a BLAS call never overlap, so at most `threads` threads
-are busy at any moment.
+OpenBLAS is kept at one thread and large GEMMs are split into row blocks over
+the same pool, so at most `threads` threads are busy at any moment.
 """
 
 from __future__ import annotations
@@ -62,7 +62,13 @@ def set_blas_threads(n: int) -> bool:
 
 
 def configure(threads: int) -> None:
-    """Size the kernel pool and BLAS for `threads` threads in total."""
+    """Size the kernel pool for `threads` threads; BLAS runs single-threaded inside them.
+
+    Splitting GEMMs ourselves (row blocks per thread) instead of letting OpenBLAS
+    spawn its own threads keeps exactly `threads` threads busy: OpenBLAS's
+    workers spin for a while after each call and would compete with the kernel
+    threads for the same cores.
+    """
     global _pool, _pool_size
     threads = max(1, int(threads))
     with _lock:
@@ -72,7 +78,7 @@ def configure(threads: int) -> None:
             _pool = ThreadPoolExecutor(threads - 1, thread_name_prefix="rlx-kernel") \
                 if threads > 1 else None
             _pool_size = threads
-    set_blas_threads(threads)
+    set_blas_threads(1)
 
 
 def threads() -> int:
