@@ -39,6 +39,8 @@ class CompileReport:
     arena_bytes: int
     flops: int
     passes: list = field(default_factory=list)
+    #: kernels that needed no generated code (numpy calls), so they cannot be cache hits
+    codeless_kernels: int = 0
 
     @property
     def seconds(self) -> float:
@@ -47,7 +49,7 @@ class CompileReport:
     @property
     def from_cache(self) -> bool:
         """True when every compiled kernel came from the on-disk cache."""
-        compiled = self.kernels - self.fallback_kernels
+        compiled = self.kernels - self.fallback_kernels - self.codeless_kernels
         return compiled > 0 and self.cached_kernels == compiled
 
 
@@ -133,7 +135,8 @@ def compile_graph(graph: Graph, profile: "CompileProfile | str | None" = None,
         fallback_kernels=len(fallback),
         cached_kernels=sum(1 for k in compiled if k.info.from_cache),
         pass_seconds=t1 - t0, kernel_seconds=t2 - t1, arena_bytes=memory.arena_bytes,
-        flops=graph_flops(graph), passes=pm.records)
+        flops=graph_flops(graph), passes=pm.records,
+        codeless_kernels=sum(1 for k in compiled if not k.info.extra.get("compiled", True)))
     cg = CompiledGraph(graph, lowered, plan, profile, report, backend, ctx)
     if weights is not None:
         cg.bind(weights)
