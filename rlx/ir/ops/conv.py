@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from rlx.ir.ops.registry import Attr, define, fail
+from rlx.ir.ops.registry import Attr, define, fail, same_dtype
 from rlx.ir.types import TensorType
 
 
@@ -58,6 +58,7 @@ def _check4(op, x):
 def _conv2d_infer(ins, attrs):
     x, w, b = ins
     _check4("conv2d", x)
+    same_dtype("conv2d", x, w, b)
     if w.rank != 4:
         fail("conv2d", "weight must be [out, in/groups, kh, kw]", x, w)
     g = attrs["groups"]
@@ -130,6 +131,7 @@ def _convt_out(size, k, s, p, d, op):
 def _convt_infer(ins, attrs):
     x, w, b = ins
     _check4("conv_transpose2d", x)
+    same_dtype("conv_transpose2d", x, w, b)
     if w.rank != 4 or w.shape[0] != x.shape[1]:
         fail("conv_transpose2d", f"weight must be [in={x.shape[1]}, out/groups, kh, kw]", x, w)
     g = attrs["groups"]
@@ -236,7 +238,9 @@ def _pool_ref(ins, attrs):
     kh, kw = attrs["kernel"]
     sh, sw = attrs["stride"]
     ph, pw = attrs["padding"]
-    xp = np.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)), constant_values=-np.inf) \
+    lowest = -np.inf if x.dtype.kind == "f" else (
+        np.iinfo(x.dtype).min if x.dtype.kind in "iu" else False)
+    xp = np.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)), constant_values=lowest) \
         if ph or pw else x
     oh, ow = _pool_infer([TensorType(x.shape, "f32")], attrs)[0].shape[2:]
     s = xp.strides

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from rlx.ir.ops.registry import Attr, define, fail
+from rlx.ir.ops.registry import Attr, define, fail, same_dtype
 from rlx.ir.types import TensorType, broadcast_shapes
 
 
@@ -63,6 +63,7 @@ def _linear_infer(ins, attrs):
     x, w, b = ins
     if x.rank < 1:
         fail("linear", "input must have a feature dim", x, w)
+    same_dtype("linear", x, w, b)
     if w.rank != 2:
         fail("linear", "weight must be [out_features, in_features]", x, w)
     if x.shape[-1] != w.shape[1]:
@@ -100,6 +101,7 @@ def _attention_infer(ins, attrs):
         fail("attention", "softmax over zero keys is undefined", q, k, v)
     if (rh is None) != (rw is None):
         fail("attention", "rel_h and rel_w come together", rh, rw)
+    same_dtype("attention", q, k, v, rh, rw)
     if rh is not None:
         b, nq = q.shape[0], q.shape[1]
         if rh.shape[:2] != (b, nq) or rw.shape[:2] != (b, nq) or rh.rank != 3 or rw.rank != 3:

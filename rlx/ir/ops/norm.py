@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from rlx.ir.ops.registry import Attr, define, fail
+from rlx.ir.ops.registry import Attr, define, fail, same_dtype
 from rlx.ir.types import FLOAT_DTYPES, TensorType
 
 
@@ -31,6 +31,7 @@ def _ln_infer(ins, attrs):
     x, w, b = ins
     if x.dtype not in FLOAT_DTYPES:
         fail("layer_norm", "needs a float input", x)
+    same_dtype("layer_norm", x, w, b)
     n = x.shape[attrs["axis"]]
     for t, what in ((w, "weight"), (b, "bias")):
         if t is not None and t.shape != (n,):

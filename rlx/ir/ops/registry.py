@@ -197,6 +197,13 @@ def get_op(name: str) -> OpDef:
         raise AttributeSchemaError(f"unknown op {name!r}") from None
 
 
+def same_dtype(op: str, *types) -> None:
+    """Raise a ShapeError unless all present operand types share one dtype."""
+    present = [t for t in types if t is not None]
+    if len({t.dtype for t in present}) > 1:
+        fail(op, "operand dtypes differ: " + ", ".join(t.dtype for t in present), *present)
+
+
 def fail(op: str, message: str, *types) -> None:
     """Raise a ShapeError that names the op and the types involved."""
     shown = ", ".join(str(t) for t in types if t is not None)
