@@ -149,3 +149,13 @@ def test_resize_bilinear_in_float64_keeps_float64_precision():
     got = run_op("resize_bilinear", x, size=(9, 4))
     want = F.interpolate(_t(x), size=(9, 4), mode="bilinear", align_corners=False).numpy()
     assert_close(got, want, rtol=1e-12, atol=1e-12)
+
+
+@covers("max_pool2d")
+@pytest.mark.parametrize("dtype", [np.int32, np.int64])
+def test_max_pool2d_pads_integers_with_their_minimum(dtype):
+    x = RNG.integers(-50, -1, (1, 2, 5, 5)).astype(dtype)
+    got = run_op("max_pool2d", x, kernel=3, stride=2, padding=1)
+    want = F.max_pool2d(torch.from_numpy(x.astype(np.float64)), 3, 2, 1).numpy()
+    assert got.dtype == dtype
+    np.testing.assert_array_equal(got, want.astype(dtype))
