@@ -68,8 +68,9 @@ class NumbaBackend:
 
         spec = self._spec(node, ctx)
         fm = bool(getattr(ctx.profile, "fastmath", False))
-        title = f"{node.outputs[0].ref} = " + (f"fused.{node.attrs['kind']}" if node.op == "fused"
-                                              else node.op)
+        # The title names the kind, not the node: equal kernels must have equal source
+        # (one compile serves every block of a ViT).
+        title = f"fused.{node.attrs['kind']}" if node.op == "fused" else node.op
         if isinstance(spec, ElementwiseSpec):
             return [("main", codegen.elementwise_source(
                 spec, _in_dtypes(spec, node), [v.dtype for v in node.outputs], fm, title))]
@@ -149,7 +150,7 @@ class NumbaBackend:
                     f"host numpy {getattr(spec, 'op', node.op)}"
                 out.append(f"# {node.outputs[0].ref} = {node.op}: {what}\n")
             for role, s in srcs:
-                out.append(s)
+                out.append(f"# ---- {node.outputs[0].ref} ({role}) ----\n{s}")
         return "\n".join(out)
 
 
