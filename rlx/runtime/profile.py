@@ -92,7 +92,7 @@ class CompileProfile:
 
 #: The best compiled backend available; "default" and "fast" use it. Until a compiled
 #: backend exists this is the reference interpreter.
-BEST_BACKEND = "reference"
+BEST_BACKEND = "numba"
 
 PRESETS: dict[str, CompileProfile] = {
     "default": CompileProfile(name="default", backend=BEST_BACKEND),
