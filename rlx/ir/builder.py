@@ -152,6 +152,9 @@ class GraphBuilder:
             types = [v.type if v is not None else None for v in inputs]
             cattrs = dict(attrs) if canonical else opdef.canonical_attrs(attrs, types)
             out_types = opdef.infer_types(types, cattrs, body)
+            if out_names is not None and len(out_names) != len(out_types):
+                raise ShapeError(f"{name} produces {len(out_types)} results, "
+                                 f"{len(out_names)} names given")
         except (ShapeError, AttributeSchemaError) as e:
             raise type(e)(f"{e} (at {_caller()})") from None
         node = Node(name, inputs, cattrs, body=body)
