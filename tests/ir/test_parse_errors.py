@@ -125,3 +125,15 @@ def test_parse_file_unreadable_files_are_rlx_errors(tmp_path, kind):
         p.write_bytes(b"\xff\xfe\x00graph")
     with pytest.raises(RlxError, match=r"x\.rlx"):
         parse_file(p)
+
+
+def test_too_few_results_for_a_multi_result_op():
+    from tests.support.opcheck import sample_graph
+    from rlx.ir import print_graph
+
+    text = print_graph(sample_graph("fused"))
+    text = text.replace("%fused: f32[2,8], %fused_1: f32[2,1] = fused", "%fused: f32[2,8] = fused")
+    text = text.replace("output %fused, %fused_1", "output %fused")
+    with pytest.raises(ParseError, match="fused produces 2 results, 1 names given") as info:
+        parse(text)
+    assert (info.value.line, info.value.column) == _at(text, "fused(")
