@@ -11,7 +11,8 @@ from rlx.ir.graph import Graph
 from rlx.ir.parser import parse_file
 from rlx.ir.printer import print_graph
 
-FORMATS = {"text": "the IR text form", "dot": "Graphviz DOT"}
+FORMATS = {"text": "the IR text form", "dot": "Graphviz DOT",
+           "kernels": "the generated kernel source of the profile's backend"}
 
 
 def add_arguments(p) -> None:
@@ -24,6 +25,8 @@ def add_arguments(p) -> None:
                    help="output format (default: text)")
     p.add_argument("--lower-attention", action="store_true",
                    help="decompose attention into matmul/softmax (as a profile may)")
+    p.add_argument("--profile", "-p",
+                   help="compile profile (preset or file) for --format kernels (default: default)")
     p.add_argument("--output", "-o", help="write to this file instead of stdout")
 
 
@@ -48,7 +51,12 @@ def run(args) -> int:
         names = default_pipeline(options)
         pm = PassManager([get_pass(n) for n in names], options, stop_after=args.after)
         graph = pm.run(graph)
-    text = to_dot(graph) if args.format == "dot" else print_graph(graph)
+    if args.format == "kernels":
+        from rlx.runtime import compile_graph
+
+        text = compile_graph(graph, args.profile or "default").dump("kernels")
+    else:
+        text = to_dot(graph) if args.format == "dot" else print_graph(graph)
     if args.output:
         from rlx.utils.fs import atomic_write_text
 
