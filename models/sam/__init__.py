@@ -8,12 +8,15 @@ tested one by one against Meta's `segment-anything` package.
 from .config import CONFIGS, SamConfig, small_config  # noqa: E402
 from .debug import DebugOptions  # noqa: E402
 from .model import ImageNotSetError, Sam, SamPredictor, build_sam, sam_model_registry  # noqa: E402
+from .predict import set_image_embedding  # noqa: E402
+from .prompt_graph import PromptDecoder  # noqa: E402
 from .weights import SyntheticWeightsWarning, load_checkpoint, synthetic_weights  # noqa: E402
 
 __all__ = [
     "CONFIGS",
     "DebugOptions",
     "ImageNotSetError",
+    "PromptDecoder",
     "Sam",
     "SamConfig",
     "SamPredictor",
@@ -21,6 +24,7 @@ __all__ = [
     "build_sam",
     "load_checkpoint",
     "sam_model_registry",
+    "set_image_embedding",
     "small_config",
     "synthetic_weights",
 ]

@@ -35,6 +35,7 @@ from .config import CONFIGS, SamConfig, get_config
 from .debug import DebugOptions
 from .encoder import ENCODER, NECK, build_encoder, build_neck
 from .image import load_image, preprocess
+from .prompt_graph import PROMPT_SUBGRAPHS
 from .weights import SyntheticWeightsWarning, load_checkpoint, synthetic_weights
 
 __all__ = ["Sam", "SamPredictor", "ImageNotSetError", "build_sam", "sam_model_registry",
@@ -44,6 +45,7 @@ __all__ = ["Sam", "SamPredictor", "ImageNotSetError", "build_sam", "sam_model_re
 SUBGRAPHS: Dict[str, Callable[[SamConfig, DebugOptions], Graph]] = {
     ENCODER: lambda config, debug: build_encoder(config, debug),
     NECK: lambda config, debug: build_neck(config),
+    **PROMPT_SUBGRAPHS,  # mask decoder pieces and the one-click prompt bucket
 }
 
 Checkpoint = Union[None, str, os.PathLike, WeightStore]
@@ -190,6 +192,19 @@ class SamPredictor:
             raise ImageNotSetError("An image must be set with .set_image(...) before the "
                                    "image embedding can be returned.")
         return self.features
+
+    def predict(self, point_coords=None, point_labels=None, box=None, mask_input=None,
+                multimask_output: bool = True, return_logits: bool = False,
+                mask_threshold: Optional[float] = None):
+        """``(masks, iou_predictions, low_res_logits)`` for a prompt on the current image.
+
+        Like Meta's ``SamPredictor.predict`` (plus an optional ``mask_threshold``);
+        see `models.sam.predict.predict` for the arguments and errors.
+        """
+        from .predict import predict
+
+        return predict(self, point_coords, point_labels, box, mask_input, multimask_output,
+                       return_logits, mask_threshold)
 
     def reset_image(self) -> None:
         """Forget the current image."""

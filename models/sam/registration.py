@@ -5,12 +5,13 @@ Called through the ``rlx.models`` entry point in pyproject.toml. Each size
 subgraphs of `models.sam.model.SUBGRAPHS`, synthetic weights and the
 checkpoint loader, all keyed by Meta's state-dict names. Subgraph builders
 honour the RLX_SAM_DEBUG_* switches, so ``rlx dump-ir`` shows what a model
-built with the same environment would compile.
+built with the same environment would compile. It also adds the
+``rlx segment`` command (`models.sam.segment_cli`).
 """
 
 from __future__ import annotations
 
-from rlx.zoo import ModelSpec, register_model
+from rlx.zoo import ModelSpec, register_command, register_model
 
 from .config import CONFIGS
 from .debug import DebugOptions
@@ -47,3 +48,6 @@ def _spec(config_name: str) -> ModelSpec:
 def register() -> None:
     for name in CONFIGS:
         register_model(_spec(name))
+    from .segment_cli import COMMAND
+
+    register_command(COMMAND)
