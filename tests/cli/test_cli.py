@@ -224,3 +224,16 @@ def test_convert_errors_are_one_line(tmp_path):
     assert_one_line_error(*finish(missing), "convert", "none.pth")
     assert_one_line_error(*finish(garbage), "convert", "junk.pth")
     assert not (tmp_path / "o2.safetensors").exists()
+
+
+def test_dump_ir_lower_attention_flag(tmp_path):
+    from tests.support.opcheck import kitchen_sink
+
+    src = tmp_path / "sink.rlx"
+    src.write_text(print_graph(kitchen_sink()))
+    kept = start("dump-ir", src, "--after", "lower-attention")
+    lowered = start("dump-ir", src, "--after", "lower-attention", "--lower-attention")
+    code, out, err = finish(kept)
+    assert code == 0 and err == "" and " = attention(" in out
+    code, out, err = finish(lowered)
+    assert code == 0 and err == "" and " = attention(" not in out and " = softmax(" in out
