@@ -16,6 +16,11 @@ from rlx.ir.ops.registry import Attr, define, fail
 from rlx.ir.types import TensorType
 
 
+def contiguous(a) -> np.ndarray:
+    """C-contiguous array of the same rank (np.ascontiguousarray turns 0-d into shape (1,))."""
+    return np.ascontiguousarray(a) if np.ndim(a) else np.array(a)
+
+
 def _reshape_normalize(ins, attrs):
     x = ins[0]
     shape = list(attrs["shape"])
@@ -62,7 +67,7 @@ def _transpose_infer(ins, attrs):
 
 
 define("transpose", ["x"], {"perm": Attr("ints")}, infer=_transpose_infer,
-       reference=lambda ins, a: [np.ascontiguousarray(np.transpose(ins[0], a["perm"]))],
+       reference=lambda ins, a: [contiguous(np.transpose(ins[0], a["perm"]))],
        category="movement", normalize=_transpose_normalize, flops=lambda i, o, a: 0,
        doc="permute axes: out.shape[i] = x.shape[perm[i]]")
 
@@ -117,7 +122,7 @@ def _slice_infer(ins, attrs):
 def _slice_ref(ins, attrs):
     (x,) = ins
     idx = tuple(slice(s, e, st) for s, e, st in zip(attrs["starts"], attrs["ends"], attrs["steps"]))
-    return [np.ascontiguousarray(x[idx])]
+    return [contiguous(x[idx])]
 
 
 define("slice", ["x"], {"starts": Attr("optional_ints", None), "ends": Attr("optional_ints", None),
@@ -165,7 +170,7 @@ def _bcast_infer(ins, attrs):
 
 
 define("broadcast_to", ["x"], {"shape": Attr("ints")}, infer=_bcast_infer,
-       reference=lambda ins, a: [np.ascontiguousarray(np.broadcast_to(ins[0], a["shape"]))],
+       reference=lambda ins, a: [contiguous(np.broadcast_to(ins[0], a["shape"]))],
        category="movement", flops=lambda i, o, a: 0, doc="numpy broadcast to a shape")
 
 
