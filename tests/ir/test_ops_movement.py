@@ -165,3 +165,12 @@ def test_im2col_column_order_is_channel_then_kernel_row_then_col():
     for c, i, j in itertools.product(range(2), range(2), range(2)):
         for oy, ox in itertools.product(range(2), range(2)):
             assert got[0, c * 4 + i * 2 + j, oy * 2 + ox] == x[0, c, oy + i, ox + j]
+
+
+@covers("transpose", "slice", "broadcast_to", "reshape")
+def test_rank_zero_tensors_stay_rank_zero():
+    x = np.array(2.5, np.float32)
+    assert run_op("transpose", x, perm=()).shape == ()
+    assert run_op("slice", x).shape == ()
+    assert run_op("broadcast_to", x, shape=()).shape == ()
+    assert run_op("reshape", np.ones((1, 1), np.float32), shape=()).shape == ()
