@@ -26,7 +26,8 @@ def materialize_weights(graph: Graph, weights: Mapping[str, np.ndarray]) -> dict
         # Absent optional operands (e.g. attention without rel-pos) stay None.
         ins = [out[v.name] if v is not None else None for v in node.inputs]
         (result,) = get_op(node.op).evaluate(ins, node.attrs, node.body)
-        out[node.output.name] = np.ascontiguousarray(result, dtype=node.output.type.np_dtype)
+        # asarray(order="C"), not ascontiguousarray: that would make a rank-0 weight 1-d.
+        out[node.output.name] = np.asarray(result, dtype=node.output.type.np_dtype, order="C")
     return out
 
 
