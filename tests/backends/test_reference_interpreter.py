@@ -186,3 +186,20 @@ def test_reference_backend_dump_shows_fused_bodies():
     g = sample_graph("fused")
     text = ReferenceBackend().dump(g.nodes, "text", KernelContext(profile=PRESETS["reference"]))
     assert "fused.elementwise" in text and "gelu(%add)" in text
+
+
+def test_rank_zero_derived_weights_stay_rank_zero():
+    from rlx.passes.registry import get_pass
+
+    b = GraphBuilder("scalar")
+    x = b.input("x", (3,))
+    w = b.weight("w", (3,))
+    s = b.reduce_sum(w)                      # weight-only, rank 0: becomes a derived weight
+    b.output(b.mul(x, b.transpose(s, perm=())), s)
+    g = get_pass("fold-constants")(b.build())
+    assert [n.output.shape for n in g.derived] == [(), ()]
+    wv = np.array([1.0, 2.0, 3.0], np.float32)
+    assert materialize_weights(g, {"w": wv})[g.derived[0].output.name].shape == ()
+    out, total = run_graph(g, [np.ones(3, np.float32)], {"w": wv})
+    assert total.shape == () and float(total) == 6.0
+    np.testing.assert_array_equal(out, [6.0, 6.0, 6.0])
