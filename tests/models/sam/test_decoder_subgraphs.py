@@ -1,0 +1,187 @@
+"""Each prompt-side subgraph against the official PyTorch module, on random inputs.
+
+Subgraphs: the mask downscaling stack, the dense positional encoding, the
+two-way transformer, the output upscaling, the hypernetwork + IoU heads, and
+the whole "prompt -> masks" bucket graph against ``MaskDecoder.predict_masks``
+fed by the official ``PromptEncoder``. Each runs with the small config and
+the real decoder dimensions (the ViT-B/L/H decoders are identical; the
+weights come from a re-drawn official ViT-B), on every available backend.
+"""
+
+import numpy as np
+import pytest
+import torch
+
+from models.sam import prompt_encoding as pe
+from models.sam.config import CONFIGS, small_config
+from models.sam.decoder import (
+    build_mlp_heads,
+    build_prompt_mask_downscale,
+    build_two_way_transformer,
+    build_upscale,
+    dense_positional_encoding,
+)
+from models.sam.prompt_graph import build_prompt_to_masks
+from rlx.ir import GraphBuilder
+from rlx.runtime.compiler import compile_graph
+from tests.models.sam.decoder_fixtures import (
+    PROFILES,
+    assert_close,
+    random_inputs,
+    small_official,
+    t,
+)
+from tests.support import official_sam
+
+
+@pytest.fixture(scope="module", params=["small", "vit_b"])
+def case(request):
+    """(config, official model, prompt/decoder weights as numpy)."""
+    if request.param == "small":
+        config, model = small_config(), small_official()
+    else:
+        config, model = CONFIGS["vit_b"], request.getfixturevalue("vit_b_build")[0]
+    weights = {k: v.detach().numpy().copy() for k, v in model.state_dict().items()
+               if k.startswith(("prompt_encoder.", "mask_decoder."))}
+    return config, model, weights
+
+
+@pytest.fixture(params=PROFILES)
+def profile(request):
+    return request.param
+
+
+def _run(graph, profile, weights, inputs):
+    return compile_graph(graph, profile, weights)(*inputs)
+
+
+@torch.no_grad()
+def test_mask_downscale(case, profile):
+    c, model, w = case
+    s = c.mask_input_size
+    # Mask prompts are logits of a previous prediction: O(10) values.
+    (mask,) = random_inputs([(1, 1, s, s)], seed=1, scale=8.0)
+    (got,) = _run(build_prompt_mask_downscale(c), profile, w, [mask])
+    ref = model.prompt_encoder.mask_downscaling(t(mask)).numpy()
+    assert got.shape == (1, c.prompt_embed_dim, c.image_embedding_size, c.image_embedding_size)
+    assert_close(got, ref, f"{c.name} mask downscaling [{profile}]")
+
+
+@torch.no_grad()
+def test_dense_positional_encoding(case, profile):
+    c, model, w = case
+    b = GraphBuilder("dense_pe")
+    b.output(dense_positional_encoding(b, c))
+    compiled = compile_graph(b.build(), profile, w)
+    # Weight-only: folded into a derived weight, no per-call kernels but the output copy.
+    assert not any(n.op in ("sin", "cos", "matmul", "arange") for n in compiled.graph.nodes)
+    (got,) = compiled()
+    g, d = c.image_embedding_size, c.prompt_embed_dim
+    ref = model.prompt_encoder.get_dense_pe().numpy().reshape(1, d, g * g).transpose(0, 2, 1)
+    assert_close(got, ref, f"{c.name} dense PE [{profile}]", rel=1e-5)
+    host = pe.dense_pe(w[pe.GAUSSIAN_KEY], (g, g)).reshape(1, d, g * g).transpose(0, 2, 1)
+    assert_close(got, host, f"{c.name} dense PE vs host prompt_encoding", rel=1e-5)
+
+
+@torch.no_grad()
+@pytest.mark.parametrize("num_tokens", [7, 10])
+def test_two_way_transformer(case, profile, num_tokens):
+    c, model, w = case
+    d, g = c.prompt_embed_dim, c.image_embedding_size
+    emb, pos, points = random_inputs([(1, d, g, g), (1, d, g, g), (1, num_tokens, d)], seed=2)
+    q, k = _run(build_two_way_transformer(c, num_tokens), profile, w, [emb, pos, points])
+    rq, rk = model.mask_decoder.transformer(t(emb), t(pos), t(points))
+    assert_close(q, rq.numpy(), f"{c.name} two-way transformer queries N={num_tokens} [{profile}]")
+    assert_close(k, rk.numpy(), f"{c.name} two-way transformer keys N={num_tokens} [{profile}]")
+
+
+@torch.no_grad()
+def test_upscale(case, profile):
+    c, model, w = case
+    d, g = c.prompt_embed_dim, c.image_embedding_size
+    (x,) = random_inputs([(1, d, g, g)], seed=3)
+    compiled = compile_graph(build_upscale(c), profile, w)
+    # The transposed convolutions were lowered by the general pass (matmul + depth-to-space).
+    assert "conv_transpose2d" in {n.op for n in compiled.hir.nodes}
+    assert "conv_transpose2d" not in {n.op for n in compiled.graph.nodes}
+    (got,) = compiled(x)
+    ref = model.mask_decoder.output_upscaling(t(x)).numpy()
+    assert got.shape == (1, d // 8, 4 * g, 4 * g)
+    assert_close(got, ref, f"{c.name} output upscaling [{profile}]")
+
+
+@torch.no_grad()
+def test_mlp_heads(case, profile):
+    c, model, w = case
+    m = c.num_mask_tokens
+    (tokens,) = random_inputs([(1, 1 + m, c.prompt_embed_dim)], seed=4)
+    hyper, iou = _run(build_mlp_heads(c), profile, w, [tokens])
+    dec = model.mask_decoder
+    tt = t(tokens)
+    ref_hyper = torch.stack([dec.output_hypernetworks_mlps[i](tt[:, 1 + i]) for i in range(m)],
+                            dim=1).numpy()
+    ref_iou = dec.iou_prediction_head(tt[:, 0]).numpy()
+    assert_close(hyper, ref_hyper, f"{c.name} hypernetwork MLPs [{profile}]")
+    assert_close(iou, ref_iou, f"{c.name} IoU head [{profile}]")
+
+
+def _official_prompt(model, c, kind, rng):
+    """(sparse, dense) from the official PromptEncoder, and our host sparse embedding."""
+    s = c.image_size
+    coords = labels = boxes = masks = None
+    if kind in ("points", "box_points"):
+        coords = rng.uniform(0, s, size=(1, 3, 2)).astype(np.float32)
+        labels = np.array([[1, 0, 1]])
+    if kind in ("box", "box_points", "box_mask"):
+        x0, y0 = rng.uniform(0, s / 2, size=2)
+        boxes = np.array([[x0, y0, x0 + s / 3, y0 + s / 4]], dtype=np.float32)
+    if kind in ("mask", "box_mask"):
+        masks = (8.0 * rng.standard_normal((1, 1, c.mask_input_size, c.mask_input_size))
+                 ).astype(np.float32)
+    with torch.no_grad():
+        sparse_t, dense_t = model.prompt_encoder(
+            points=(t(coords), t(labels)) if coords is not None else None,
+            boxes=t(boxes) if boxes is not None else None,
+            masks=t(masks) if masks is not None else None)
+    return sparse_t, dense_t, masks
+
+
+@torch.no_grad()
+@pytest.mark.parametrize("kind", ["points", "box", "box_points", "mask", "box_mask"])
+def test_prompt_to_masks_bucket(case, profile, kind):
+    c, model, w = case
+    rng = np.random.default_rng(7)
+    sparse_t, dense_t, mask = _official_prompt(model, c, kind, rng)
+    (emb,) = random_inputs([(1, c.prompt_embed_dim, c.image_embedding_size,
+                             c.image_embedding_size)], seed=8)
+    n = sparse_t.shape[1]
+    graph = build_prompt_to_masks(c, n, mask is not None)
+    inputs = [emb] + ([sparse_t.numpy()] if n else []) + ([mask] if mask is not None else [])
+    compiled = compile_graph(graph, profile, w)
+    masks, iou = compiled(*inputs)
+    ref_masks, ref_iou = model.mask_decoder.predict_masks(
+        t(emb), model.prompt_encoder.get_dense_pe(), sparse_t, dense_t)
+    assert masks.shape == (1, c.num_mask_tokens, c.low_res_mask_size, c.low_res_mask_size)
+    assert_close(masks, ref_masks.numpy(), f"{c.name} bucket {graph.name} logits [{profile}]")
+    assert_close(iou, ref_iou.numpy(), f"{c.name} bucket {graph.name} IoU [{profile}]")
+    # The dense PE and the no-mask embedding are weight-only: folded at bind time.
+    derived = " ".join(node.output.name for node in compiled.graph.derived)
+    assert "dense_pe" in derived
+    if mask is None:
+        assert "no_mask_embed" in derived or "reshape" in derived
+    assert not any(node.op in ("sin", "cos", "arange") for node in compiled.graph.nodes)
+
+
+def test_bucket_graph_inputs_are_what_varies_per_prompt():
+    c = small_config()
+    g, d, s = c.image_embedding_size, c.prompt_embed_dim, c.mask_input_size
+    graph = build_prompt_to_masks(c, 3, True)
+    assert [(v.name, v.shape) for v in graph.inputs] == [
+        ("image_embedding", (1, d, g, g)), ("sparse", (1, 3, d)), ("mask_input", (1, 1, s, s))]
+    graph = build_prompt_to_masks(c, 0, True)
+    assert [v.name for v in graph.inputs] == ["image_embedding", "mask_input"]
+    assert [v.shape for v in graph.outputs] == [(1, c.num_mask_tokens, s, s),
+                                                (1, c.num_mask_tokens)]
+    # Every weight of the graph is a prompt-encoder or mask-decoder state-dict key.
+    expected = official_sam.state_dict_numpy(small_official()).keys()
+    assert set(graph.weights) <= set(expected)
