@@ -161,7 +161,7 @@ def load_checkpoint(path, config) -> WeightStore:
 
 # ---- synthetic weights --------------------------------------------------------------------
 
-def _std(name: str, shape: Tuple[int, ...], c: SamConfig, is_norm: bool) -> Tuple[float, float]:
+def _std(name: str, shape: Tuple[int, ...], is_norm: bool) -> Tuple[float, float]:
     """(mean, std) of one synthetic tensor."""
     if name.endswith(("rel_pos_h", "rel_pos_w")):
         return 0.0, REL_POS_SCALE / math.sqrt(shape[1])
@@ -192,7 +192,7 @@ def synthetic_weights(config, seed: int = 0) -> WeightStore:
     rng = np.random.default_rng(seed)
     out = {}
     for name, shape in shapes.items():
-        mean, std = _std(name, shape, c, name.rsplit(".", 1)[0] in norms)
+        mean, std = _std(name, shape, name.rsplit(".", 1)[0] in norms)
         a = rng.standard_normal(shape, dtype=np.float32)
         a *= np.float32(std)
         if mean:
