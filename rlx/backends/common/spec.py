@@ -262,14 +262,15 @@ def _single_elementwise(node: Node) -> ElementwiseSpec:
 
 
 def _gemm_from_body(body: Graph) -> GemmSpec:
-    mm = body.nodes[0]
-    if mm.op != "matmul":
-        raise Unsupported("gemm group must start with matmul")
+    mms = [n for n in body.nodes if n.op == "matmul"]
+    if len(mms) != 1:
+        raise Unsupported("gemm group needs exactly one matmul")
+    mm = mms[0]
     a, b = mm.inputs
     arg_of = {id(v): i for i, v in enumerate(body.inputs)}
     if id(a) not in arg_of or id(b) not in arg_of:
         raise Unsupported("matmul operands must be group inputs")
-    chain = body.nodes[1:]
+    chain = [n for n in body.nodes if n is not mm]
     # The kernel space: the finest shape among the running value's shapes.
     space = mm.output.shape
     for n in chain:
@@ -278,10 +279,7 @@ def _gemm_from_body(body: Graph) -> GemmSpec:
     program, leaves, env = _body_env(body)
     acc = leaves.add(OUT, StridedView.contiguous(space), mm.output.dtype)
     env.scalar[id(mm.output)] = acc
-    del env.views  # operands of the chain are resolved below
-    env.views = {id(v): (v, []) for v in body.inputs}
     ops = ["matmul"]
-    absorbed_views = {}
     for n in chain:
         if n.op in VIEW_OPS and id(n.inputs[0]) in env.scalar and \
                 isinstance(env.scalar[id(n.inputs[0])], Sym) and n.op == "reshape":
@@ -290,7 +288,6 @@ def _gemm_from_body(body: Graph) -> GemmSpec:
         if n.op in VIEW_OPS:
             if not env.movement(n):
                 raise Unsupported("view of a computed value in a gemm epilogue")
-            absorbed_views[id(n.output)] = True
             continue
         if not _elementwise_op(n):
             raise Unsupported(f"{n.op} in a gemm epilogue")
