@@ -12,6 +12,8 @@ side per subgraph.
 
 from __future__ import annotations
 
+from rlx.runtime.profile import DEVICES
+
 import json
 import resource
 import statistics
@@ -27,6 +29,8 @@ def add_arguments(p) -> None:
     p.add_argument("--checkpoint", help="real weights instead of synthetic ones")
     p.add_argument("--repeat", "-n", type=int, default=5, help="timed runs (default 5)")
     p.add_argument("--seed", type=int, default=0, help="seed of synthetic weights and inputs")
+    p.add_argument("--device", choices=DEVICES,
+                   help="target CPU (overrides the profile's device)")
     p.add_argument("--json", action="store_true", help="print JSON instead of the table")
 
 
@@ -43,7 +47,10 @@ def profiles_from(args) -> list:
             specs.append(None)
         else:
             specs.extend(s.strip() for s in item.split(",") if s.strip())
-    return [resolve_profile(s, checkpoint=args.checkpoint) for s in specs]
+    profiles = [resolve_profile(s, checkpoint=args.checkpoint) for s in specs]
+    if args.device:
+        profiles = [p.replace(device=args.device) for p in profiles]
+    return profiles
 
 
 def bench_one(spec, name: str, profile, weights, inputs, repeat: int) -> dict:

@@ -9,6 +9,8 @@ checkpoint.
 
 from __future__ import annotations
 
+from rlx.runtime.profile import DEVICES
+
 import json
 import sys
 import time
@@ -21,6 +23,8 @@ def add_arguments(p) -> None:
     p.add_argument("--checkpoint", help="checkpoint whose neighbouring profile file to use "
                                         "(weights are not needed to compile)")
     p.add_argument("--profile", "-p", help="preset name or .toml/.json profile file")
+    p.add_argument("--device", choices=DEVICES,
+                   help="target CPU (overrides the profile's device)")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
 
 
@@ -84,6 +88,8 @@ def run(args) -> int:
 
     spec = get_model(args.model)
     profile = resolve_profile(args.profile, checkpoint=args.checkpoint)
+    if args.device:
+        profile = profile.replace(device=args.device)
     names = selected_subgraphs(spec, args.subgraph)
     progress = Progress(len(names))
     rows = []

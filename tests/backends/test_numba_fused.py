@@ -164,3 +164,12 @@ def test_dump_kernels_shows_generated_source():
     b.output(b.gelu(b.add(x, 1.0)))
     text = compile_graph(b.build(), NUMBA).dump("kernels")
     assert "@njit(" in text and "def kernel(task_lo, task_hi" in text and "erf32(" in text
+
+
+def test_device_other_than_the_numba_process_cpu_is_a_clear_error():
+    from rlx.errors import ProfileError
+
+    b = GraphBuilder("g")
+    b.output(b.exp(b.input("x", (2, 3))))
+    with pytest.raises(ProfileError, match="NUMBA_CPU_NAME=haswell"):
+        compile_graph(b.build(), NUMBA.replace(device="cpu-avx2"))

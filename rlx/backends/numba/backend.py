@@ -35,7 +35,8 @@ def _versions() -> dict:
     import numba
 
     return {"numba": numba.__version__, "llvmlite": llvmlite.__version__,
-            "codegen": CODEGEN_VERSION}
+            "codegen": CODEGEN_VERSION, "numba_cpu": numba.config.CPU_NAME or "host",
+            "numba_cpu_features": numba.config.CPU_FEATURES or ""}
 
 
 class NumbaBackend:
@@ -109,19 +110,20 @@ class NumbaBackend:
                           from_cache=bool(hits) and all(hits),
                           compile_seconds=time.perf_counter() - t0,
                           extra={"compiled": bool(hits)})
+        nt = ctx.profile.effective_threads
         if isinstance(spec, ElementwiseSpec):
-            return _nest_kernel(kernels, spec, node, fns["main"], info, "elementwise")
+            return _nest_kernel(kernels, spec, node, fns["main"], info, "elementwise", nt)
         if isinstance(spec, NormSpec):
-            return _nest_kernel(kernels, spec, node, fns["main"], info, "norm")
+            return _nest_kernel(kernels, spec, node, fns["main"], info, "norm", nt)
         if isinstance(spec, GemmSpec):
             epi = None
             if spec.epilogue is not None:
                 epi = _nest_kernel(kernels, spec.epilogue, node, fns["epilogue"], info,
-                                   "elementwise")
+                                   "elementwise", nt)
             native = kernels.NativeGemm(fns["native"]) if "native" in fns else None
-            return kernels.GemmKernel(spec, epi, native, info)
+            return kernels.GemmKernel(spec, epi, native, info, nt)
         if isinstance(spec, AttentionSpec):
-            return kernels.AttentionKernel(spec, fns["softmax"], info)
+            return kernels.AttentionKernel(spec, fns["softmax"], info, nt)
         if isinstance(spec, HostSpec):
             info.kind = f"numba.host.{spec.op}"
             return kernels.HostKernel(spec, info)
@@ -131,6 +133,7 @@ class NumbaBackend:
         from rlx.backends.numba import threads
 
         threads.configure(ctx.profile.effective_threads)
+        _check_device(ctx.profile.device)
         return [self.compile(n, ctx) for n in nodes]
 
     def dump(self, nodes: Sequence[Node], fmt: str, ctx: KernelContext) -> str:
@@ -163,7 +166,7 @@ def _in_dtypes(spec, node: Node) -> list[str]:
     return out
 
 
-def _nest_kernel(kernels, spec, node: Node, fn, info: KernelInfo, which: str):
+def _nest_kernel(kernels, spec, node: Node, fn, info: KernelInfo, which: str, nthreads: int):
     from rlx.backends.numba import codegen
 
     in_dt = [node.outputs[0].dtype if a.arg == OUT else node.inputs[a.arg].dtype
@@ -174,4 +177,23 @@ def _nest_kernel(kernels, spec, node: Node, fn, info: KernelInfo, which: str):
     else:
         n_tasks = codegen.norm_tasks(spec.nest)
     cost = kernels.cost_of(spec.program) + (12 if which == "norm" else 0)
-    return kernels.NestKernel(fn, spec.nest, in_dt, out_dt, n_tasks, cost, info)
+    return kernels.NestKernel(fn, spec.nest, in_dt, out_dt, n_tasks, cost, info, nthreads)
+
+
+#: profile device -> the CPU name numba must have been started with
+DEVICE_CPU = {"cpu-generic": "generic", "cpu-avx2": "haswell", "cpu-avx512": "skylake-avx512"}
+
+
+def _check_device(device: str) -> None:
+    """numba compiles for one CPU per process, chosen when numba starts (NUMBA_CPU_NAME)."""
+    if device == "cpu":
+        return
+    import numba
+
+    want = DEVICE_CPU[device]
+    if (numba.config.CPU_NAME or "host") != want:
+        from rlx.errors import ProfileError
+
+        raise ProfileError(f"device {device}: the numba backend compiles for the CPU numba was "
+                           f"started for ({numba.config.CPU_NAME or 'host'}); run with "
+                           f"NUMBA_CPU_NAME={want} or use device 'cpu'")

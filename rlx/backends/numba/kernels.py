@@ -33,8 +33,9 @@ class NestKernel:
     """An elementwise or norm kernel: fn(task_lo, task_hi, *dense views)."""
 
     def __init__(self, fn, nest: LoopNest, in_dtypes, out_dtypes, n_tasks: int, cost: int,
-                 info: KernelInfo):
+                 info: KernelInfo, nthreads: int = 1):
         self.fn = fn
+        self.nthreads = nthreads
         self.info = info
         self.n_tasks = n_tasks
         self.work = nest.numel * cost
@@ -49,7 +50,8 @@ class NestKernel:
         return tuple(arrays)
 
     def __call__(self, inputs, outputs) -> None:
-        threads.run_tasks(self.fn, self.n_tasks, self.views(inputs, outputs), self.work)
+        threads.run_tasks(self.fn, self.n_tasks, self.views(inputs, outputs), self.work,
+                          self.nthreads)
 
 
 class GemmKernel:
@@ -60,8 +62,10 @@ class GemmKernel:
     compete for the cores.
     """
 
-    def __init__(self, spec: GemmSpec, epilogue: NestKernel | None, native, info: KernelInfo):
+    def __init__(self, spec: GemmSpec, epilogue: NestKernel | None, native, info: KernelInfo,
+                 nthreads: int = 1):
         self.spec = spec
+        self.nthreads = nthreads
         self.epilogue = epilogue
         self.native = native
         self.info = info
@@ -77,14 +81,15 @@ class GemmKernel:
             b = np.swapaxes(b, -1, -2)
         out = outputs[0].reshape(s.out_shape)
         if self.native is not None:
-            self.native(a, b, out)
+            self.native(a, b, out, self.nthreads)
         else:
-            parallel_matmul(a, b, out, self.work)
+            parallel_matmul(a, b, out, self.work, self.nthreads)
         if self.epilogue is not None:
             self.epilogue(inputs, outputs)
 
 
-def parallel_matmul(a: np.ndarray, b: np.ndarray, out: np.ndarray, work: int) -> None:
+def parallel_matmul(a: np.ndarray, b: np.ndarray, out: np.ndarray, work: int,
+                    nthreads: int = 1) -> None:
     """np.matmul(a, b, out=out) split over the kernel threads (BLAS itself single-threaded)."""
     if b.ndim == 2 and a.ndim > 2 and a.flags.c_contiguous:
         a = a.reshape(-1, a.shape[-1])  # one tall product instead of a batch of small ones
@@ -95,7 +100,7 @@ def parallel_matmul(a: np.ndarray, b: np.ndarray, out: np.ndarray, work: int) ->
         def part(lo, hi):
             if hi > lo:
                 np.matmul(a[lo:hi], b, out=out[lo:hi])
-        threads.run_tasks(part, rows, (), work)
+        threads.run_tasks(part, rows, (), work, nthreads)
         return
     batch = out.shape[:-2]
     a3 = np.broadcast_to(a, batch + a.shape[-2:]).reshape((-1,) + a.shape[-2:]) \
@@ -107,7 +112,7 @@ def parallel_matmul(a: np.ndarray, b: np.ndarray, out: np.ndarray, work: int) ->
     def part(lo, hi):
         if hi > lo:
             np.matmul(a3[lo:hi], b3[lo:hi], out=o3[lo:hi])
-    threads.run_tasks(part, o3.shape[0], (), work)
+    threads.run_tasks(part, o3.shape[0], (), work, nthreads)
 
 
 class NativeGemm:
@@ -116,14 +121,14 @@ class NativeGemm:
     def __init__(self, fn):
         self.fn = fn
 
-    def __call__(self, a, b, out) -> None:
+    def __call__(self, a, b, out, nthreads: int = 1) -> None:
         batch = out.shape[:-2]
         m, n = out.shape[-2:]
         k = a.shape[-1]
         a3 = np.ascontiguousarray(np.broadcast_to(a, batch + (m, k))).reshape(-1, m, k)
         b3 = np.ascontiguousarray(np.broadcast_to(b, batch + (k, n))).reshape(-1, k, n)
         c3 = out.reshape(-1, m, n)
-        threads.run_tasks(self.fn, c3.shape[0] * m, (a3, b3, c3), c3.size * k)
+        threads.run_tasks(self.fn, c3.shape[0] * m, (a3, b3, c3), c3.size * k, nthreads)
 
 
 class AttentionKernel:
@@ -131,8 +136,9 @@ class AttentionKernel:
     rows): GEMM into a per-thread score block, bias + softmax in place, GEMM into the
     output. The full score matrix never exists; tasks are split over the threads."""
 
-    def __init__(self, spec: AttentionSpec, softmax_fn, info: KernelInfo):
+    def __init__(self, spec: AttentionSpec, softmax_fn, info: KernelInfo, nthreads: int = 1):
         self.spec = spec
+        self.nthreads = nthreads
         self.fn = softmax_fn
         self.info = info
         b, nq, _ = spec.q_shape
@@ -169,7 +175,8 @@ class AttentionKernel:
     def __call__(self, inputs, outputs) -> None:
         q, k, v, rh, rw = inputs
         kt = np.swapaxes(k, 1, 2)
-        threads.run_tasks(self._part, self.n_tasks, (q, kt, v, rh, rw, outputs[0]), self.work)
+        threads.run_tasks(self._part, self.n_tasks, (q, kt, v, rh, rw, outputs[0]), self.work,
+                          self.nthreads)
 
 
 class HostKernel:

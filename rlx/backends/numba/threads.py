@@ -62,17 +62,18 @@ def set_blas_threads(n: int) -> bool:
 
 
 def configure(threads: int) -> None:
-    """Size the kernel pool for `threads` threads; BLAS runs single-threaded inside them.
+    """Make sure the pool can run `threads` threads (it only grows); BLAS stays at one.
 
     Splitting GEMMs ourselves (row blocks per thread) instead of letting OpenBLAS
     spawn its own threads keeps exactly `threads` threads busy: OpenBLAS's
     workers spin for a while after each call and would compete with the kernel
-    threads for the same cores.
+    threads for the same cores. Each kernel then uses as many of the pool's
+    threads as its own profile asks for.
     """
     global _pool, _pool_size
     threads = max(1, int(threads))
     with _lock:
-        if _pool_size != threads:
+        if threads > _pool_size:
             if _pool is not None:
                 _pool.shutdown(wait=True)
             _pool = ThreadPoolExecutor(threads - 1, thread_name_prefix="rlx-kernel") \
@@ -85,11 +86,12 @@ def threads() -> int:
     return max(_pool_size, 1)
 
 
-def run_tasks(fn, n_tasks: int, args: tuple, work: int) -> None:
-    """fn(lo, hi, *args) over [0, n_tasks), split across the pool when `work` is large."""
+def run_tasks(fn, n_tasks: int, args: tuple, work: int, nthreads: int | None = None) -> None:
+    """fn(lo, hi, *args) over [0, n_tasks), split over `nthreads` threads (the calling
+    thread is one of them) when `work` is large enough to pay for the hand-off."""
     pool = _pool
-    nthreads = _pool_size
-    if pool is None or n_tasks < 2 or work < PARALLEL_MIN_WORK:
+    nthreads = min(nthreads or _pool_size, _pool_size)
+    if pool is None or nthreads < 2 or n_tasks < 2 or work < PARALLEL_MIN_WORK:
         fn(0, n_tasks, *args)
         return
     parts = min(nthreads, n_tasks)
