@@ -30,8 +30,10 @@ def _one(op, *specs, **attrs):
     return b.build().nodes[-1]
 
 
-@pytest.mark.parametrize("xs,ws,attrs", [((2, 4, 9, 7), (6, 2, 3, 3), dict(stride=2, padding=1, groups=2)),
-                                         ((1, 3, 16, 16), (8, 3, 4, 4), dict(stride=4))])
+@pytest.mark.parametrize("xs,ws,attrs", [
+    ((2, 4, 9, 7), (6, 2, 3, 3), dict(stride=2, padding=1, groups=2)),
+    ((1, 3, 16, 16), (8, 3, 4, 4), dict(stride=4)),
+])
 def test_conv2d_flops_match_torch(xs, ws, attrs):
     node = _one("conv2d", xs, ws, **attrs)
     want = _torch_flops(lambda: F.conv2d(torch.zeros(xs), torch.zeros(ws), **attrs))

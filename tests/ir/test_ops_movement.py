@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from tests.support import torchvision_shim
-from tests.support.opcheck import assert_close, covers, op_graph, rand, run_op
+from tests.support.opcheck import covers, op_graph, rand, run_op
 
 torchvision_shim.install()
 from segment_anything.modeling.image_encoder import (  # noqa: E402
@@ -43,8 +43,10 @@ def test_transpose_matches_torch_permute(src, perm):
 
 
 @covers("pad")
-@pytest.mark.parametrize("src,pads,value", [((2, 3), (1, 0, 2, 3), 0.0), ((1, 2, 3, 4), (0, 0, 0, 0, 1, 1, 2, 0), -1.5),
-                                            ((3,), (0, 0), 7.0), ((0, 2), (1, 1, 0, 0), 2.0)])
+@pytest.mark.parametrize("src,pads,value", [
+    ((2, 3), (1, 0, 2, 3), 0.0), ((1, 2, 3, 4), (0, 0, 0, 0, 1, 1, 2, 0), -1.5),
+    ((3,), (0, 0), 7.0), ((0, 2), (1, 1, 0, 0), 2.0),
+])
 def test_pad_matches_torch(src, pads, value):
     x = rand(RNG, src)
     got = run_op("pad", x, pads=pads, value=value)
