@@ -176,3 +176,20 @@ def test_strided_view_algebra():
     bc = StridedView.contiguous((3, 1)).broadcast_to((5, 3, 7))
     assert bc.strides == (0, 1, 0)
     assert StridedView.contiguous((3, 2)).broadcast_to((3, 4)) is None
+
+
+@pytest.mark.parametrize("stage, kind", [("fuse-gemm", "gemm"), ("fuse-norm", "norm"),
+                                         ("fuse-elementwise", "elementwise")])
+def test_each_stage_alone_makes_only_its_kind(stage, kind):
+    b = GraphBuilder("stages")
+    x = b.input("x", (6, 8))
+    h = b.relu(b.linear(x, b.weight("w", (8, 8)), b.weight("b", (8,))))
+    y = b.softmax(b.add(b.layer_norm(h), 1.0))
+    b.output(b.tanh(b.sub(y, b.exp(x))))
+    g = b.build()
+    lowered = run_passes(g, default_pipeline(PassOptions(fuse=False)), PassOptions(fuse=False))
+    staged = run_passes(lowered, [stage], PassOptions(verify=True))
+    assert {k for k, _ in groups(staged)} == {kind}
+    inputs, weights = _data(g)
+    for a, c in zip(run_graph(lowered, inputs, weights), run_graph(staged, inputs, weights)):
+        np.testing.assert_allclose(c, a, rtol=1e-6, atol=1e-6)
