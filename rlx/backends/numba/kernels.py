@@ -35,6 +35,7 @@ class NestKernel:
     def __init__(self, fn, nest: LoopNest, in_dtypes, out_dtypes, n_tasks: int, cost: int,
                  info: KernelInfo, nthreads: int = 1):
         self.fn = fn
+        self.nest = nest
         self.nthreads = nthreads
         self.info = info
         self.n_tasks = n_tasks
@@ -71,6 +72,16 @@ class GemmKernel:
         self.info = info
         k = spec.a_shape[-2] if spec.transpose_a else spec.a_shape[-1]
         self.work = math.prod(spec.out_shape) * k
+        # Row-blocked product + epilogue: when the epilogue's tasks are whole output rows,
+        # each thread applies it to a block of rows right after computing them (still in
+        # cache) instead of re-reading the whole output afterwards.
+        self.tasks_per_row = None
+        rows = math.prod(spec.out_shape[:-1])
+        if epilogue is not None and native is None and len(spec.b_shape) == 2 and \
+                not spec.transpose_a:
+            nest = epilogue.nest
+            if nest.shape[-1] == spec.out_shape[-1] and math.prod(nest.shape[:-1]) == rows:
+                self.tasks_per_row = epilogue.n_tasks // rows
 
     def __call__(self, inputs, outputs) -> None:
         s = self.spec
@@ -80,12 +91,35 @@ class GemmKernel:
         if s.transpose_b:
             b = np.swapaxes(b, -1, -2)
         out = outputs[0].reshape(s.out_shape)
+        if self.tasks_per_row is not None and a.flags.c_contiguous:
+            self._blocked(a.reshape(-1, a.shape[-1]), b, out.reshape(-1, out.shape[-1]),
+                          inputs, outputs)
+            return
         if self.native is not None:
             self.native(a, b, out, self.nthreads)
         else:
             parallel_matmul(a, b, out, self.work, self.nthreads)
         if self.epilogue is not None:
             self.epilogue(inputs, outputs)
+
+
+    def _blocked(self, a2, b, out2, inputs, outputs) -> None:
+        epi = self.epilogue
+        views = epi.views(inputs, outputs)
+        tpr = self.tasks_per_row
+        block = GEMM_BLOCK_ROWS
+
+        def part(lo, hi):
+            for r0 in range(lo, hi, block):
+                r1 = min(hi, r0 + block)
+                np.matmul(a2[r0:r1], b, out=out2[r0:r1])
+                epi.fn(r0 * tpr, r1 * tpr, *views)
+        threads.run_tasks(part, out2.shape[0], (), self.work, self.nthreads)
+
+
+#: rows per GEMM block when the epilogue is applied block by block. Smaller blocks keep
+#: the tile in a nearer cache but make OpenBLAS re-pack the weight more often.
+GEMM_BLOCK_ROWS = 512
 
 
 def parallel_matmul(a: np.ndarray, b: np.ndarray, out: np.ndarray, work: int,
