@@ -190,3 +190,16 @@ def test_row_blocked_gemm_epilogue_spans_several_blocks():
     compiled = check(build, atol=GEMM_ATOL)
     (kernel,) = [k for k in compiled.plan.kernels if k is not None]
     assert kernel.tasks_per_row is not None  # the blocked path ran
+
+
+def test_gemm_epilogue_with_a_reshaped_and_transposed_residual():
+    # The SAM decoder's image-to-token update: tokens^T (from NCHW) + out_proj(x).
+    def build(b):
+        img = b.input("img", (1, 16, 4, 5))
+        x = b.input("x", (20, 8))
+        t = b.transpose(b.reshape(img, shape=(1, 16, 20)), perm=(0, 2, 1))
+        y = b.linear(x, b.weight("w", (16, 8)), b.weight("b", (16,)))
+        b.output(b.add(t, b.reshape(y, shape=(1, 20, 16))))
+        return {}
+    compiled = check(build)
+    assert _kinds(compiled) == ["numba.gemm"]

@@ -273,9 +273,12 @@ def _gemm_from_body(body: Graph) -> GemmSpec:
     chain = [n for n in body.nodes if n is not mm]
     # The kernel space: the finest shape among the running value's shapes.
     space = mm.output.shape
+    running = mm.output
     for n in chain:
-        if n.op == "reshape" and len(n.output.shape) > len(space):
-            space = n.output.shape
+        if any(v is running for v in n.inputs):
+            running = n.output
+            if n.op == "reshape" and len(n.output.shape) > len(space):
+                space = n.output.shape
     program, leaves, env = _body_env(body)
     acc = leaves.add(OUT, StridedView.contiguous(space), mm.output.dtype)
     env.scalar[id(mm.output)] = acc
