@@ -30,6 +30,7 @@ _scratch: Path | None = None
 @dataclass
 class Loaded:
     fn: object
+    #: True when nothing was compiled: loaded from disk, or already loaded in this process
     from_cache: bool
     seconds: float
     path: Path
@@ -62,8 +63,9 @@ def load(source: str, cache, key_extra: dict) -> Loaded:
                 _scratch = Path(tempfile.mkdtemp(prefix="rlx-numba-"))
             cache = KernelCache(_scratch)
         key = cache.key(source, **key_extra)
-        if key in _loaded:
-            return _loaded[key]
+        if key in _loaded:  # compiled or loaded earlier in this process: nothing to do
+            first = _loaded[key]
+            return Loaded(first.fn, True, 0.0, first.path)
         t0 = time.perf_counter()
         modname = f"rlx_numba_{key[:24]}"
         entry = cache.entry("numba", key)
