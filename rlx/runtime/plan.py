@@ -63,7 +63,7 @@ class ExecutablePlan:
         arrays = check_inputs(self.graph, inputs)
         env = dict(self._static)
         for v, a in zip(self.graph.inputs, arrays):
-            env[id(v)] = np.ascontiguousarray(a)
+            env[id(v)] = np.require(a, requirements="C")  # keeps rank 0 (ascontiguousarray would not)
         fresh = self.memory.fresh
         profiling = timing.enabled()
         gname = self.graph.name
