@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import json
 import math
+import re
 
+from rlx.errors import VerifyError
 from rlx.ir.graph import Graph, Node
 from rlx.ir.ops import REQUIRED, get_op
 
@@ -88,5 +90,11 @@ def _lines(graph: Graph, indent: str) -> list[str]:
     return out
 
 
+_GRAPH_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.\-]*$")
+
+
 def print_graph(graph: Graph) -> str:
+    if not _GRAPH_NAME.match(graph.name):
+        raise VerifyError(f"graph name {graph.name!r} cannot be printed (letters, digits, "
+                          f"'_', '.', '-'; starting with a letter or '_')")
     return "\n".join([f"graph {graph.name} {{"] + _lines(graph, "  ") + ["}"]) + "\n"
