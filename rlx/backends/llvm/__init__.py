@@ -1,0 +1,1 @@
+"""The llvmlite CPU backend (see backend.py)."""

@@ -1,0 +1,186 @@
+"""The llvm backend: LLVM IR emitted with llvmlite per kernel, O3-vectorized for the device's CPU.
+
+For every node, `rlx.backends.common.describe` says what the kernel is; this
+backend emits one IR module for it (`elementwise`, `norm`, `gemm`,
+`attention`), compiles it for the profile's device through the object cache
+(`jit`) and wraps the entry point (`kernels`). Shapes and strides are
+constants in the IR, so equal kernels (the blocks of a ViT) have equal text
+and are compiled once. Host data movement (pad, concat, gather, im2col,
+reductions) runs through numpy.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from typing import Sequence
+
+from rlx.backends.base import Capabilities, KernelContext, KernelInfo
+from rlx.backends.common.spec import (COPY_OPS, HOST_OPS, AttentionSpec, ElementwiseSpec,
+                                      GemmSpec, HostSpec, NormSpec, describe)
+from rlx.errors import RlxError
+from rlx.ir.graph import Node
+from rlx.ir.ops import OPS
+
+NATIVE_OPS = frozenset(
+    {name for name, op in OPS.items() if op.category == "elementwise"}
+    | {"matmul", "layer_norm", "softmax", "attention", "fused"} | COPY_OPS | HOST_OPS)
+DUMP_FORMATS = ("llvm", "asm")
+#: per-element cost of heavy primitives, for deciding whether to split work over threads
+_HEAVY = frozenset({"exp", "erf", "tanh", "log", "sin", "cos", "pow", "sqrt", "div"})
+
+
+@dataclass
+class Generated:
+    """The IR of one node's kernel and how to call it."""
+
+    kind: str
+    ir: str
+    n_tasks: int
+    work: int
+    n_ptrs: int
+
+
+def _title(node: Node, spec) -> str:
+    """Module name: the kind and ops, never the node's name (equal kernels, equal text)."""
+    kind = f"fused.{node.attrs['kind']}" if node.op == "fused" else node.op
+    return f"rlx {kind} [{', '.join(spec.ops)}]"
+
+
+def _cost(program) -> int:
+    return 1 + sum(8 if i.prim in _HEAVY else 1 for i in program.instrs)
+
+
+class LLVMBackend:
+    name = "llvm"
+
+    def __init__(self):
+        self._specs: dict[int, tuple] = {}
+
+    def capabilities(self) -> Capabilities:
+        return Capabilities(ops=NATIVE_OPS, fused_kinds=frozenset({"elementwise", "gemm", "norm"}),
+                            blocked_attention=True, dump_formats=DUMP_FORMATS)
+
+    # ---- analysis ------------------------------------------------------------------------------
+
+    def _spec(self, node: Node, ctx: KernelContext | None = None):
+        block = getattr(ctx.profile, "attention_block", 256) if ctx is not None else 256
+        key = (id(node), block)
+        hit = self._specs.get(key)
+        if hit is None or hit[0] is not node:
+            hit = self._specs[key] = (node, describe(node, attention_block=block))
+        return hit[1]
+
+    def supports(self, node: Node) -> bool:
+        return self._spec(node) is not None
+
+    # ---- code ----------------------------------------------------------------------------------
+
+    def generate(self, node: Node, ctx: KernelContext) -> Generated | None:
+        """The IR module of `node`'s kernel (None for host kernels)."""
+        from rlx.backends.llvm import attention, blas, elementwise, gemm, norm
+
+        spec = self._spec(node, ctx)
+        title = _title(node, spec)
+        n_in, n_out = len(node.inputs), len(node.outputs)
+        out_dts = [v.dtype for v in node.outputs]
+        if isinstance(spec, ElementwiseSpec):
+            return Generated("elementwise",
+                             elementwise.elementwise_module(spec, n_in, out_dts, title),
+                             elementwise.tasks(spec.nest.shape), spec.nest.numel *
+                             _cost(spec.program), n_in + n_out)
+        if isinstance(spec, NormSpec):
+            return Generated("norm", norm.norm_module(spec, n_in, out_dts[0], title),
+                             norm.tasks(spec), spec.nest.numel * (_cost(spec.program) + 12),
+                             n_in + 1)
+        found = blas.find()
+        native = getattr(ctx.profile, "gemm", "blas") == "native" or found is None
+        bits = found.int_bits if found is not None else 64
+        if isinstance(spec, GemmSpec):
+            p = gemm.plan(spec, transposed_operands=not native)
+            work = math.prod(spec.out_shape) * max(p.k, 1)
+            return Generated("gemm", gemm.gemm_module(spec, n_in, out_dts[0], title, native,
+                                                      bits), p.tasks, work, n_in + 1)
+        if isinstance(spec, AttentionSpec):
+            b, nq, d = spec.q_shape
+            nk, dv = spec.k_shape[1], spec.v_shape[2]
+            return Generated("attention", attention.attention_module(spec, title, bits, native),
+                             attention.tasks(spec), b * nq * nk * (d + dv + 8), 7)
+        return None
+
+    def compile(self, node: Node, ctx: KernelContext):
+        from rlx.backends.llvm import attention, blas, jit, kernels
+        from rlx.backends.llvm.target import target_for
+
+        spec = self._spec(node, ctx)
+        if spec is None:
+            raise RlxError(f"llvm backend cannot compile {node.op} ({node.outputs[0].ref})")
+        kind = node.attrs["kind"] if node.op == "fused" else node.op
+        if isinstance(spec, HostSpec):
+            info = KernelInfo(name=node.outputs[0].name, kind=f"llvm.host.{spec.op}",
+                              extra={"compiled": False})
+            return kernels.HostKernel(node, info)
+        t0 = time.perf_counter()
+        target = target_for(ctx.profile.device)
+        gen = self.generate(node, ctx)
+        found = blas.find()
+        loaded = jit.load(gen.ir, target, ctx.cache, found.imports() if found else {})
+        info = KernelInfo(name=node.outputs[0].name, kind=f"llvm.{kind}", source=gen.ir,
+                          from_cache=loaded.from_cache,
+                          compile_seconds=time.perf_counter() - t0,
+                          extra={"compiled": True, "key": loaded.key, "device": target.device,
+                                 "cpu": target.cpu})
+        missing = target.missing_host_features()
+        unusable = (f"kernel {node.outputs[0].ref} was compiled for {target.device} "
+                    f"({target.cpu}); this CPU lacks {', '.join(missing)}") if missing else None
+        nthreads = ctx.profile.effective_threads
+        common = (loaded, gen.n_ptrs, gen.n_tasks, gen.work, nthreads, info)
+        native = getattr(ctx.profile, "gemm", "blas") == "native" or found is None
+        if isinstance(spec, GemmSpec) and native:
+            return kernels.NativeGemmKernel(*common, unusable=unusable, a=spec.a, b=spec.b,
+                                            transpose_a=spec.transpose_a,
+                                            transpose_b=spec.transpose_b)
+        if isinstance(spec, AttentionSpec):
+            return kernels.AttentionKernel(
+                *common, unusable=unusable,
+                scratch_elems=attention.block_rows(spec) * spec.k_shape[1], transpose_k=native)
+        return kernels.CompiledKernel(*common, unusable=unusable)
+
+    def compile_many(self, nodes: Sequence[Node], ctx: KernelContext) -> list:
+        from rlx.backends.numba import threads
+
+        threads.configure(ctx.profile.effective_threads)
+        return [self.compile(n, ctx) for n in nodes]
+
+    # ---- dumps ---------------------------------------------------------------------------------
+
+    def dump(self, nodes: Sequence[Node], fmt: str, ctx: KernelContext) -> str:
+        """Optimized (O3) IR or assembly of every kernel; equal kernels are printed once."""
+        from rlx.backends.llvm.target import assembly, optimized_ir, target_for
+
+        if fmt not in DUMP_FORMATS:
+            raise RlxError(f"llvm backend dumps --format {' or '.join(DUMP_FORMATS)}, "
+                           f"not {fmt!r}")
+        target = target_for(ctx.profile.device)
+        out = [f"; rlx llvm backend: {fmt} for {target.device} (cpu {target.cpu}, "
+               f"{target.triple})"]
+        seen: dict[str, str] = {}
+        comment = ";" if fmt == "llvm" else "#"
+        for node in nodes:
+            ref = node.outputs[0].ref
+            if not self.supports(node):
+                out.append(f"{comment} ---- {ref} = {node.op}: reference kernel (not compiled)")
+                continue
+            gen = self.generate(node, ctx)
+            if gen is None:
+                out.append(f"{comment} ---- {ref} = {node.op}: host numpy "
+                           f"{self._spec(node, ctx).op}")
+                continue
+            if gen.ir in seen:
+                out.append(f"{comment} ---- {ref} ({gen.kind}): same code as {seen[gen.ir]}")
+                continue
+            seen[gen.ir] = ref
+            text = optimized_ir(gen.ir, target) if fmt == "llvm" else assembly(gen.ir, target)
+            out.append(f"{comment} ---- {ref} ({gen.kind}) ----\n{text}")
+        return "\n".join(out) + "\n"

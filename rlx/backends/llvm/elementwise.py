@@ -1,0 +1,106 @@
+"""Elementwise kernels: a scalar program over a loop nest of strided accesses.
+
+The function is ``f(task_lo, task_hi, in_0, ..., in_{n-1}, out_0, ...)`` with
+one pointer per node operand (the kernel's `OUT` argument is the first
+output). A task is one row of the outer dims times one chunk of at most
+`CHUNK` elements of the innermost dim; the innermost loop is the one LLVM
+vectorizes. Operands that do not vary along it are loaded once per task.
+
+The same emitter builds GEMM epilogues (`chunk=None`: a task is one whole
+row), called on row blocks of the product while they are still in cache.
+"""
+
+from __future__ import annotations
+
+import math
+
+from llvmlite import ir
+
+from rlx.backends.common.spec import OUT, ElementwiseSpec
+from rlx.backends.llvm import irutil as U
+from rlx.backends.llvm.mathlib import MathLib
+from rlx.backends.llvm.nestir import decompose, offset
+from rlx.backends.llvm.program import Env, emit_program
+
+#: innermost elements per task (long rows are split so threads share them)
+CHUNK = 4096
+
+
+def tasks(shape, chunk: int | None = CHUNK) -> int:
+    outer = math.prod(shape[:-1])
+    if chunk is None:
+        return outer
+    return outer * max(1, -(-shape[-1] // chunk))
+
+
+class Operands:
+    """Maps a spec argument number to the function's pointer parameter."""
+
+    def __init__(self, fn: ir.Function, n_inputs: int, first: int = 2):
+        self.fn = fn
+        self.n_inputs = n_inputs
+        self.first = first
+
+    def ptr(self, arg: int):
+        k = self.n_inputs if arg == OUT else (arg if arg >= 0 else None)
+        return self.fn.args[self.first + k]
+
+    def out(self, k: int):
+        return self.fn.args[self.first + self.n_inputs + k]
+
+
+def elementwise_function(module: ir.Module, spec: ElementwiseSpec, n_inputs: int,
+                         out_dtypes: list[str], name: str = U.ENTRY,
+                         chunk: int | None = CHUNK) -> ir.Function:
+    """Emit ``name(task_lo, task_hi, ptr...)`` computing `spec` (see module doc)."""
+    nest = spec.nest
+    fn = U.entry_function(module, n_inputs + len(out_dtypes), name=name)
+    if name != U.ENTRY:
+        fn.linkage = "internal"
+    for a in fn.args[2:]:
+        a.add_attribute("noalias")
+    ops = Operands(fn, n_inputs)
+    math_ = MathLib(module)
+    b = ir.IRBuilder(fn.append_basic_block("entry"))
+    nd = len(nest.shape)
+    last = nd - 1
+    length = nest.shape[last]
+    nch = 1 if chunk is None else max(1, -(-length // chunk))
+    task_lo, task_hi = fn.args[0], fn.args[1]
+    with U.loop(b, task_lo, task_hi, "task") as task:
+        if nch == 1:
+            row, jlo, jhi = task, U.i64(0), U.i64(length)
+        else:
+            row = b.udiv(task, U.i64(nch))
+            jlo = b.mul(b.sub(task, b.mul(row, U.i64(nch))), U.i64(chunk))
+            jhi = U.smin(b, b.add(jlo, U.i64(chunk)), U.i64(length))
+        idx = decompose(b, row, list(nest.shape[:last])) if last else []
+        iv = dict(enumerate(idx))
+        env = Env(math_)
+        streamed = []
+        for acc, sym in zip(nest.inputs, spec.leaf_syms):
+            base = offset(b, acc, iv)
+            ptr = ops.ptr(acc.arg)
+            if acc.strides[last] == 0:
+                env.values[sym.name] = U.load(b, ptr, base, sym.dtype, name=sym.name)
+            else:
+                streamed.append((sym, ptr, base, acc.strides[last]))
+        out_bases = [(ops.out(k), offset(b, acc, iv), acc.strides[last], dt)
+                     for k, (acc, dt) in enumerate(zip(nest.outputs, out_dtypes))]
+        with U.loop(b, jlo, jhi, "j") as j:
+            for sym, ptr, base, s in streamed:
+                at = b.add(base, j if s == 1 else b.mul(j, U.i64(s)))
+                env.values[sym.name] = U.load(b, ptr, at, sym.dtype, name=sym.name)
+            emit_program(b, env, spec.program)
+            for (ptr, base, s, dt), val in zip(out_bases, spec.out_syms):
+                at = b.add(base, j if s == 1 else b.mul(j, U.i64(s)))
+                U.store(b, env.value_as(b, val, dt), ptr, at, dt)
+    b.ret_void()
+    return fn
+
+
+def elementwise_module(spec: ElementwiseSpec, n_inputs: int, out_dtypes: list[str],
+                       title: str) -> str:
+    module = U.new_module(title)
+    elementwise_function(module, spec, n_inputs, out_dtypes)
+    return str(module)

@@ -1,0 +1,240 @@
+"""GEMM kernels: row blocks of the product, each followed by the fused epilogue while in cache.
+
+``f(task_lo, task_hi, in_0, ..., out_0)``: a task is (batch entry, block of
+rows). For each task the kernel computes that block of C -- by calling BLAS
+(``rlx_blas_?gemm``, single-threaded; the tasks are what runs in parallel)
+or the native register-blocked loop -- and then runs the epilogue
+(bias, GELU, residual, ...) on exactly those rows. So the output is written
+once and re-read from cache, not from memory.
+
+Layout decisions are made here, from static shapes: a product whose right
+operand is shared by every batch entry (a linear layer) is one tall
+[batch*M, K] x [K, N] product; batched products with numpy broadcasting get
+per-entry offsets baked in as constants. The epilogue's loop nest is re-split
+so that its rows are runs of g = gcd(row length, N) output elements, which
+makes every block of GEMM rows a whole number of epilogue rows.
+
+The native kernel (profile ``gemm = "native"``) expects op(A) and op(B) as
+contiguous row-major matrices (the runtime packs transposed operands once
+per call) and keeps a 4 x 2-vector tile of C in registers over the K loop.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+
+from llvmlite import ir
+
+from rlx.backends.common.spec import GemmSpec
+from rlx.backends.llvm import blas
+from rlx.backends.llvm import irutil as U
+from rlx.backends.llvm.elementwise import Operands, elementwise_function
+from rlx.backends.llvm.nestir import decompose, split_last
+
+#: rows per task: big enough that OpenBLAS's re-packing of B per call is cheap,
+#: small enough that the block is still in cache for the epilogue
+BLOCK_ROWS = 256
+#: native micro-kernel tile: MR rows x NR_VECTORS vectors of C in registers
+MR, NR_VECTORS = 4, 2
+
+
+@dataclass(frozen=True)
+class GemmPlan:
+    batch: tuple  # output batch dims (after folding a shared right operand)
+    m: int
+    n: int
+    k: int
+    a_batch_strides: tuple  # element strides of A per output batch dim (0: broadcast)
+    b_batch_strides: tuple
+    ta: bool
+    tb: bool
+    block: int
+
+    @property
+    def nbatch(self) -> int:
+        return math.prod(self.batch)
+
+    @property
+    def row_blocks(self) -> int:
+        return max(1, -(-self.m // self.block))
+
+    @property
+    def tasks(self) -> int:
+        return self.nbatch * self.row_blocks if self.m and self.n else 0
+
+
+def _batch_strides(shape, batch) -> tuple:
+    """Element strides of a contiguous operand's batch dims, aligned to `batch` (0 = broadcast)."""
+    mat = shape[-2] * shape[-1]
+    own = shape[:-2]
+    strides, acc = [], mat
+    for d in reversed(own):
+        strides.append(acc if d != 1 else 0)
+        acc *= d
+    strides = list(reversed(strides))
+    pad = len(batch) - len(own)
+    return tuple([0] * pad + strides)
+
+
+def plan(spec: GemmSpec, transposed_operands: bool = True, block: int | None = None) -> GemmPlan:
+    """Static layout of `spec`; `transposed_operands=False` when the runtime packed op(A), op(B)."""
+    ta = spec.transpose_a and transposed_operands
+    tb = spec.transpose_b and transposed_operands
+    a_shape, b_shape = list(spec.a_shape), list(spec.b_shape)
+    if spec.transpose_a and not transposed_operands:
+        a_shape[-2:] = a_shape[-1], a_shape[-2]
+    if spec.transpose_b and not transposed_operands:
+        b_shape[-2:] = b_shape[-1], b_shape[-2]
+    out = spec.out_shape
+    batch, m, n = tuple(out[:-2]), out[-2], out[-1]
+    k = a_shape[-2] if ta else a_shape[-1]
+    b_shared = math.prod(b_shape[:-2]) == 1
+    a_full = tuple(a_shape[:-2]) == batch or (len(a_shape) - 2 == len(batch) and
+                                               math.prod(a_shape[:-2]) == math.prod(batch))
+    if b_shared and not ta and a_full and batch:
+        # one tall product: A's batch entries are consecutive row blocks
+        m, batch = m * math.prod(batch), ()
+        a_shape = [m, k]
+        b_shape = list(b_shape[-2:])
+    block = block or BLOCK_ROWS
+    return GemmPlan(batch, m, n, k, _batch_strides(tuple(a_shape), batch),
+                    _batch_strides(tuple(b_shape), batch), ta, tb, max(1, min(block, m or 1)))
+
+
+def epilogue_rows(spec: GemmSpec) -> int:
+    """g: the epilogue nest's row length after re-splitting (divides N)."""
+    return math.gcd(spec.epilogue.nest.shape[-1], spec.out_shape[-1])
+
+
+def gemm_module(spec: GemmSpec, n_inputs: int, dtype: str, title: str, native: bool,
+                int_bits: int, block: int | None = None) -> str:
+    """IR of the GEMM + epilogue kernel (BLAS, or the native loop when `native`)."""
+    p = plan(spec, transposed_operands=not native, block=block)
+    module = U.new_module(title)
+    fn = U.entry_function(module, n_inputs + 1)
+    for a in fn.args[2:]:
+        a.add_attribute("noalias")
+    ops = Operands(fn, n_inputs)
+    epi = None
+    g = None
+    if spec.epilogue is not None:
+        g = epilogue_rows(spec)
+        e = dataclasses.replace(spec.epilogue, nest=split_last(spec.epilogue.nest, g))
+        epi = elementwise_function(module, e, n_inputs, [dtype], name="epilogue", chunk=None)
+    kernel = native_kernel(module, dtype, p.n, p.k) if native else None
+    b = ir.IRBuilder(fn.append_basic_block("entry"))
+    a_ptr0, b_ptr0, c_ptr0 = ops.ptr(spec.a), ops.ptr(spec.b), ops.out(0)
+    ty = U.MEM[dtype]
+    with U.loop(b, fn.args[0], fn.args[1], "task") as task:
+        if p.row_blocks == 1:
+            e_idx, r0 = task, U.i64(0)
+        else:
+            e_idx = b.udiv(task, U.i64(p.row_blocks))
+            r0 = b.mul(b.sub(task, b.mul(e_idx, U.i64(p.row_blocks))), U.i64(p.block))
+        rows = b.sub(U.smin(b, b.add(r0, U.i64(p.block)), U.i64(p.m)), r0)
+        idx = decompose(b, e_idx, list(p.batch)) if p.batch else []
+        a_off, b_off = U.i64(0), U.i64(0)
+        for i, sa, sb in zip(idx, p.a_batch_strides, p.b_batch_strides):
+            if sa:
+                a_off = b.add(a_off, b.mul(i, U.i64(sa)))
+            if sb:
+                b_off = b.add(b_off, b.mul(i, U.i64(sb)))
+        c_row0 = b.add(b.mul(e_idx, U.i64(p.m)), r0)  # first output row of the task
+        a_first = r0 if p.ta else b.mul(r0, U.i64(p.k))
+        a_ptr = b.gep(a_ptr0, [b.add(a_off, a_first)], inbounds=True, source_etype=ty)
+        b_ptr = b.gep(b_ptr0, [b_off], inbounds=True, source_etype=ty)
+        c_ptr = b.gep(c_ptr0, [b.mul(c_row0, U.i64(p.n))], inbounds=True, source_etype=ty)
+        if native:
+            b.call(kernel, [rows, a_ptr, b_ptr, c_ptr])
+        else:
+            blas.call_gemm(b, module, dtype, int_bits, p.ta, p.tb, rows, p.n, p.k, 1.0,
+                           a_ptr, p.m if p.ta else p.k, b_ptr, p.k if p.tb else p.n, 0.0,
+                           c_ptr, p.n)
+        if epi is not None:
+            lo = b.udiv(b.mul(c_row0, U.i64(p.n)), U.i64(g))
+            hi = b.add(lo, b.udiv(b.mul(rows, U.i64(p.n)), U.i64(g)))
+            b.call(epi, [lo, hi] + list(fn.args[2:]))
+    b.ret_void()
+    return str(module)
+
+
+# ---- the native micro-kernel --------------------------------------------------------------------
+
+
+def native_kernel(module: ir.Module, dtype: str, n: int, k: int) -> ir.Function:
+    """mm(rows, A, B, C): C[rows, n] = A[rows, k] B[k, n], all row-major and contiguous."""
+    name = f"native_gemm_{dtype}_{n}_{k}"
+    try:
+        return module.get_global(name)
+    except KeyError:
+        pass
+    ty = U.REG[dtype]
+    lanes = 16 if dtype == "f32" else 8
+    vec = ir.VectorType(ty, lanes)
+    nr = NR_VECTORS * lanes
+    fn = U.internal_function(module, name, U.VOID, [U.I64, U.PTR, U.PTR, U.PTR])
+    rows, A, B, C = fn.args
+    for a in (A, B, C):
+        a.add_attribute("noalias")
+    b = ir.IRBuilder(fn.append_basic_block("entry"))
+    fma = U.intrinsic(module, f"llvm.fmuladd.v{lanes}{'f32' if dtype == 'f32' else 'f64'}",
+                      vec, [vec, vec, vec])
+    zero = ir.Constant(vec, [0.0] * lanes)
+    slots = [[b.alloca(vec, name=f"acc{r}_{v}") for v in range(NR_VECTORS)] for r in range(MR)]
+    full_panels = n // nr
+    full_rows = b.mul(b.udiv(rows, U.i64(MR)), U.i64(MR))
+
+    def vload(ptr, at):
+        return b.load(b.gep(ptr, [at], inbounds=True, source_etype=ty), typ=vec, align=4)
+
+    def vstore(v, ptr, at):
+        b.store(v, b.gep(ptr, [at], inbounds=True, source_etype=ty), align=4)
+
+    def tile(i0, j0, mr):
+        """C[i0:i0+mr, j0:j0+nr] over the whole K loop in registers."""
+        for r in range(mr):
+            for v in range(NR_VECTORS):
+                b.store(zero, slots[r][v])
+        with U.loop(b, 0, k, "kk") as kk:
+            bv = [vload(B, b.add(b.mul(kk, U.i64(n)), b.add(j0, U.i64(v * lanes))))
+                  for v in range(NR_VECTORS)]
+            for r in range(mr):
+                row = b.add(i0, U.i64(r)) if r else i0
+                a = U.load(b, A, b.add(b.mul(row, U.i64(k)), kk), dtype)
+                splat = b.insert_element(ir.Constant(vec, ir.Undefined), a, U.i64(0))
+                splat = b.shuffle_vector(splat, ir.Constant(vec, ir.Undefined),
+                                         ir.Constant(ir.VectorType(U.I32, lanes), [0] * lanes))
+                for v in range(NR_VECTORS):
+                    acc = b.load(slots[r][v], typ=vec)
+                    b.store(b.call(fma, [splat, bv[v], acc]), slots[r][v])
+        for r in range(mr):
+            row = b.add(i0, U.i64(r)) if r else i0
+            for v in range(NR_VECTORS):
+                at = b.add(b.add(b.mul(row, U.i64(n)), j0), U.i64(v * lanes))
+                vstore(b.load(slots[r][v], typ=vec), C, at)
+
+    if full_panels:
+        with U.loop(b, 0, full_panels, "jp") as jp:
+            j0 = b.mul(jp, U.i64(nr))
+            with U.loop(b, 0, full_rows, "ib", step=MR) as i0:
+                tile(i0, j0, MR)
+            with U.loop(b, full_rows, rows, "ir") as i0:
+                tile(i0, j0, 1)
+    if n % nr:  # remaining columns: plain loops (LLVM vectorizes the j loop)
+        fma1 = U.intrinsic(module, f"llvm.fmuladd.{'f32' if dtype == 'f32' else 'f64'}",
+                           ty, [ty, ty, ty])
+        with U.loop(b, 0, rows, "i") as i:
+            with U.loop(b, full_panels * nr, n, "j") as j:
+                b.store(ir.Constant(ty, 0.0), b.gep(C, [b.add(b.mul(i, U.i64(n)), j)],
+                                                    inbounds=True, source_etype=ty))
+            with U.loop(b, 0, k, "k") as kk:
+                a = U.load(b, A, b.add(b.mul(i, U.i64(k)), kk), dtype)
+                with U.loop(b, full_panels * nr, n, "j2") as j:
+                    at = b.add(b.mul(i, U.i64(n)), j)
+                    bval = U.load(b, B, b.add(b.mul(kk, U.i64(n)), j), dtype)
+                    c_old = U.load(b, C, at, dtype)
+                    U.store(b, b.call(fma1, [a, bval, c_old]), C, at, dtype)
+    b.ret_void()
+    return fn

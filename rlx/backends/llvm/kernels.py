@@ -1,0 +1,119 @@
+"""Runtime side of llvm kernels: numpy buffers in, one foreign call per thread chunk.
+
+Every compiled kernel has the signature ``f(task_lo, task_hi, ptr...)`` and is
+called through ctypes, which releases the GIL for the duration of the call,
+so the task range is split over the shared kernel thread pool and the chunks
+really run in parallel. BLAS inside a task is single-threaded (the pool is
+the parallelism), so `threads` cores are busy, never more.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import threading
+
+import numpy as np
+
+from rlx.backends.base import KernelInfo
+from rlx.backends.reference.backend import ReferenceKernel
+from rlx.errors import RlxError
+from rlx.ir.graph import Node
+
+from rlx.backends.numba import threads  # the shared kernel pool and BLAS thread control
+
+
+def _address(a: np.ndarray | None, keep: list) -> int | None:
+    if a is None:
+        return None
+    if not a.flags.c_contiguous:
+        a = np.ascontiguousarray(a)
+        keep.append(a)
+    return a.__array_interface__["data"][0]
+
+
+class CompiledKernel:
+    """A generated function over `n_tasks` tasks of one node."""
+
+    def __init__(self, loaded, n_ptrs: int, n_tasks: int, work: int, nthreads: int,
+                 info: KernelInfo, unusable: str | None = None):
+        proto = ctypes.CFUNCTYPE(None, ctypes.c_int64, ctypes.c_int64,
+                                 *([ctypes.c_void_p] * n_ptrs))
+        self.fn = proto(loaded.address)
+        self.fn_address = loaded.address
+        self._tracker = loaded.tracker  # keeps the code mapped
+        self.n_tasks = n_tasks
+        self.work = work
+        self.nthreads = nthreads
+        self.info = info
+        self.unusable = unusable
+
+    def prepare(self, inputs, outputs):
+        """The operand arrays actually passed (subclasses pack operands here)."""
+        return list(inputs) + list(outputs)
+
+    def __call__(self, inputs, outputs) -> None:
+        if self.unusable:
+            raise RlxError(self.unusable)
+        if self.n_tasks == 0:
+            return
+        keep = self.prepare(inputs, outputs)  # owns any packed operand during the call
+        ptrs = tuple(_address(a, keep) for a in list(keep))
+        threads.run_tasks(self.fn, self.n_tasks, ptrs, self.work, self.nthreads)
+
+
+class NativeGemmKernel(CompiledKernel):
+    """The native GEMM expects op(A) and op(B) contiguous: transposed operands are packed."""
+
+    def __init__(self, *args, a: int, b: int, transpose_a: bool, transpose_b: bool, **kw):
+        super().__init__(*args, **kw)
+        self.a, self.b = a, b
+        self.ta, self.tb = transpose_a, transpose_b
+
+    def prepare(self, inputs, outputs):
+        ops = list(inputs)
+        if self.ta:
+            ops[self.a] = np.ascontiguousarray(np.swapaxes(ops[self.a], -1, -2))
+        if self.tb:
+            ops[self.b] = np.ascontiguousarray(np.swapaxes(ops[self.b], -1, -2))
+        return ops + list(outputs)
+
+
+class AttentionKernel(CompiledKernel):
+    """Blocked attention: each thread brings its own score block (scratch)."""
+
+    def __init__(self, *args, scratch_elems: int, transpose_k: bool, **kw):
+        super().__init__(*args, **kw)
+        self.scratch_elems = scratch_elems
+        self.transpose_k = transpose_k
+        self._scratch = threading.local()
+
+    def _part(self, lo, hi, *ptrs):
+        s = getattr(self._scratch, "buf", None)
+        if s is None:
+            s = self._scratch.buf = np.empty(max(self.scratch_elems, 1), np.float32)
+        self.fn(lo, hi, *ptrs, s.__array_interface__["data"][0])
+
+    def __call__(self, inputs, outputs) -> None:
+        if self.n_tasks == 0:
+            return
+        q, k, v, rh, rw = (list(inputs) + [None, None])[:5]
+        if self.transpose_k:
+            k = np.ascontiguousarray(np.swapaxes(k, 1, 2))
+        keep = [q, k, v, rh, rw, outputs[0]]  # owns the packed k during the call
+        ptrs = tuple(_address(a, keep) for a in list(keep))
+        threads.run_tasks(self._part, self.n_tasks, ptrs, self.work, self.nthreads)
+
+
+class HostKernel:
+    """Data movement (pad, concat, gather, im2col, reductions, fills) through numpy.
+
+    These ops are copies or tiny reductions; the reference semantics already do
+    them with one numpy call each, so the llvm backend reuses them rather than
+    generating code."""
+
+    def __init__(self, node: Node, info: KernelInfo):
+        self._ref = ReferenceKernel(node)
+        self.info = info
+
+    def __call__(self, inputs, outputs) -> None:
+        self._ref(inputs, outputs)

@@ -1,0 +1,204 @@
+"""Every fused kernel kind on the llvm backend equals the reference interpreter.
+
+The graphs are the numba backend's (`tests.backends.test_numba_fused`), so
+both backends are held to the same cases: elementwise groups with broadcast,
+transposed and sliced operands and two outputs; GEMM epilogues (bias, GELU,
+scale, residual through a reshape, a transposed residual); norms in both
+layouts with prologue and epilogue; blocked attention with blocks that do and
+do not divide the query count, with and without rel-pos; the decomposed
+attention path. Plus what is specific to the generated code: batched and
+broadcast GEMMs with every transpose combination, GEMM row blocks smaller
+than a thread's share (epilogue applied block by block), the native GEMM
+(with tails in both dims), every device level, and equal kernels compiled once.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from rlx.errors import InputError
+from rlx.ir import GraphBuilder
+from rlx.runtime import compile_graph
+from tests.backends.test_llvm_ops import LLVM, _kinds
+from tests.backends.test_numba_fused import (GEMM_ATOL, attention_graph, elementwise_group,
+                                             mlp_with_residual, norms)
+from tests.backends.test_numba_ops import check
+
+
+def test_elementwise_group_with_views_and_two_outputs():
+    compiled = check(elementwise_group, LLVM)
+    assert _kinds(compiled) == ["llvm.elementwise"]
+    assert len(compiled.graph.nodes) == 1
+
+
+def test_gemm_epilogue_with_residual_through_reshape():
+    compiled = check(mlp_with_residual, LLVM, atol=GEMM_ATOL)
+    assert _kinds(compiled) == ["llvm.gemm", "llvm.gemm"]
+
+
+def test_norm_kernels_row_and_column_layouts():
+    compiled = check(norms, LLVM)
+    assert _kinds(compiled) == ["llvm.norm"] * 4
+
+
+def test_norms_with_a_large_mean_and_wide_rows():
+    # float64 statistics: a mean 300x the spread must not cost float32 precision
+    def build(b):
+        x = b.input("x", (5, 3000))
+        c = b.input("c", (2, 40, 3, 300))
+        b.output(b.layer_norm(b.add(x, 300.0), eps=1e-6), b.layer_norm(b.add(c, 300.0), axis=1),
+                 b.softmax(b.mul(x, 20.0)), b.softmax(b.mul(c, 20.0), axis=1))
+        return {}
+    check(build, LLVM, rtol=1e-4, atol=2e-5)
+
+
+def test_decomposed_attention_fuses_rel_pos_into_the_gemm_and_softmax():
+    prof = LLVM.replace(attention="decomposed", name="llvm-decomposed")
+    compiled = check(attention_graph(), prof)
+    assert "llvm.attention" not in _kinds(compiled)
+    assert "llvm.norm" in _kinds(compiled) and "llvm.gemm" in _kinds(compiled)
+
+
+@pytest.mark.parametrize("block", [1, 5, 23, 256])
+def test_blocked_attention(block):
+    prof = LLVM.replace(attention_block=block, name=f"llvm-block{block}")
+    compiled = check(attention_graph(), prof)
+    assert _kinds(compiled) == ["llvm.attention", "llvm.attention"]
+
+
+def test_blocked_attention_with_long_key_rows():
+    # 64 x 70 keys (4480, not a multiple of any vector width) and 3 blocks per head
+    prof = LLVM.replace(attention_block=32, name="llvm-block32")
+    check(attention_graph(nq=70, nk=64 * 70, kh=64, kw=70), prof, atol=5e-6)
+
+
+@pytest.mark.parametrize("ta", [False, True])
+@pytest.mark.parametrize("tb", [False, True])
+@pytest.mark.parametrize("native", [False, True], ids=["blas", "native"])
+def test_batched_broadcast_gemm_every_transpose(ta, tb, native):
+    def build(b):
+        a = b.input("a", (2, 1, 37, 19) if not ta else (2, 1, 19, 37))
+        w = b.input("w", (3, 19, 45) if not tb else (3, 45, 19))
+        w2 = b.input("w2", (19, 45) if not tb else (45, 19))  # shared by the batch
+        bias = b.input("bias", (45,))
+        b.output(b.gelu(b.add(b.matmul(a, w, transpose_a=ta, transpose_b=tb), bias)),
+                 b.matmul(a, w2, transpose_a=ta, transpose_b=tb))
+        return {}
+    prof = LLVM.replace(gemm="native" if native else "blas", name="llvm-g")
+    compiled = check(build, prof, rtol=1e-4, atol=1e-5)
+    assert _kinds(compiled) == ["llvm.gemm", "llvm.matmul"]
+
+
+@pytest.mark.parametrize("native", [False, True], ids=["blas", "native"])
+def test_gemm_epilogue_over_several_row_blocks_per_thread(native, monkeypatch):
+    from rlx.backends.llvm import gemm
+
+    monkeypatch.setattr(gemm, "BLOCK_ROWS", 64)  # 1100 rows: 18 blocks, the last one partial
+
+    def build(b):
+        x = b.input("x", (1100, 24))
+        r = b.input("r", (1100, 70))
+        y = b.gelu(b.linear(x, b.weight("w", (70, 24)), b.weight("b", (70,))))
+        b.output(b.add(r, y))
+        return {}
+    prof = LLVM.replace(gemm="native" if native else "blas", name="llvm-rows")
+    compiled = check(build, prof, rtol=1e-4, atol=GEMM_ATOL)
+    (kernel,) = [k for k in compiled.plan.kernels if k is not None]
+    assert kernel.n_tasks == 18
+
+
+def test_gemm_epilogue_whose_nest_is_one_flat_row():
+    # a scale-only epilogue merges into a 1-D nest; it is re-split into rows of N
+    def build(b):
+        a = b.input("a", (300, 16))
+        w = b.input("w", (16, 40))
+        b.output(b.mul(b.matmul(a, w), 0.5))
+        return {}
+    compiled = check(build, LLVM, atol=GEMM_ATOL)
+    assert _kinds(compiled) == ["llvm.gemm"]
+
+
+def test_gemm_epilogue_with_a_reshaped_and_transposed_residual():
+    def build(b):
+        img = b.input("img", (1, 16, 4, 5))
+        x = b.input("x", (20, 8))
+        t = b.transpose(b.reshape(img, shape=(1, 16, 20)), perm=(0, 2, 1))
+        y = b.linear(x, b.weight("w", (16, 8)), b.weight("b", (16,)))
+        b.output(b.add(t, b.reshape(y, shape=(1, 20, 16))))
+        return {}
+    compiled = check(build, LLVM)
+    assert _kinds(compiled) == ["llvm.gemm"]
+
+
+def test_native_gemm_tails_in_both_dims():
+    # N = 45 (one 32-wide panel + 13 columns), M = 7 (one 4-row tile + 3 rows)
+    def build(b):
+        a = b.input("a", (7, 300))
+        w = b.input("w", (300, 45))
+        b.output(b.matmul(a, w))
+        return {}
+    check(build, LLVM.replace(gemm="native", name="llvm-native"), rtol=1e-4, atol=1e-4)
+
+
+def test_native_gemm_and_native_attention():
+    prof = LLVM.replace(gemm="native", name="llvm-native")
+    check(mlp_with_residual, prof, rtol=1e-4, atol=1e-5)
+    compiled = check(attention_graph(), prof)
+    assert _kinds(compiled) == ["llvm.attention", "llvm.attention"]
+
+
+def test_single_thread_profile():
+    check(norms, LLVM.replace(threads=1, name="llvm-1t"))
+    check(mlp_with_residual, LLVM.replace(threads=1, name="llvm-1t"), atol=GEMM_ATOL)
+    check(attention_graph(), LLVM.replace(threads=1, name="llvm-1t"))
+
+
+@pytest.mark.parametrize("device", ["cpu-generic", "cpu-avx2", "cpu-avx512"])
+def test_every_device_level_compiles_and_matches(device):
+    prof = LLVM.replace(device=device, name=f"llvm-{device}")
+    check(norms, prof)
+    compiled = check(elementwise_group, prof)
+    (kernel,) = [k for k in compiled.plan.kernels if k is not None]
+    assert kernel.info.extra["device"] == device
+
+
+def test_large_elementwise_runs_split_over_threads():
+    def build(b):
+        x = b.input("x", (256, 1024))
+        b.output(b.gelu(b.mul(x, 1.5)))
+        return {}
+    check(build, LLVM)
+
+
+def test_compiled_llvm_plan_rejects_bad_inputs():
+    b = GraphBuilder("g")
+    x = b.input("x", (2, 3))
+    b.output(b.exp(x))
+    compiled = compile_graph(b.build(), LLVM, weights={})
+    with pytest.raises(InputError, match=r"%x: expected f32\[2,3\], got .*\[3,2\]"):
+        compiled(np.zeros((3, 2), np.float32))
+    with pytest.raises(InputError, match=r"%x: expected f32\[2,3\], got float64"):
+        compiled(np.zeros((2, 3), np.float64))
+    np.testing.assert_allclose(compiled(np.zeros((2, 3), np.float32))[0], 1.0)
+
+
+def test_non_contiguous_caller_inputs_are_copied_not_misread():
+    b = GraphBuilder("g")
+    x = b.input("x", (4, 6))
+    b.output(b.mul(x, 2.0))
+    compiled = compile_graph(b.build(), LLVM, weights={})
+    base = np.arange(48, dtype=np.float32).reshape(8, 6)
+    np.testing.assert_array_equal(compiled(base[::2])[0], base[::2] * 2)
+
+
+def test_equal_kernels_share_one_compiled_function():
+    def build(b):
+        for i in range(3):  # three equal blocks on different data
+            x = b.input(f"x{i}", (6, 32))
+            b.output(b.layer_norm(b.add(x, b.weight(f"b{i}", (32,))), eps=1e-5))
+        return {}
+    compiled = check(build, LLVM)
+    kernels = [k for k in compiled.plan.kernels if k is not None]
+    assert len(kernels) == 3 and len({k.info.extra["key"] for k in kernels}) == 1
+    assert len({k.fn_address for k in kernels}) == 1
