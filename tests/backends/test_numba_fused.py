@@ -176,14 +176,14 @@ def test_device_other_than_the_numba_process_cpu_is_a_clear_error():
 
 
 def test_row_blocked_gemm_epilogue_spans_several_blocks():
-    # 1100 rows on 2 threads: 550 rows each, i.e. more than one GEMM_BLOCK_ROWS block.
+    # 2200 rows on 2 threads: 1100 rows each, i.e. more than one GEMM_BLOCK_ROWS block.
     from rlx.backends.numba.kernels import GEMM_BLOCK_ROWS
 
-    assert 550 > GEMM_BLOCK_ROWS
+    assert 1100 > GEMM_BLOCK_ROWS
 
     def build(b):
-        x = b.input("x", (1100, 24))
-        r = b.input("r", (1100, 40))
+        x = b.input("x", (2200, 24))
+        r = b.input("r", (2200, 40))
         y = b.gelu(b.linear(x, b.weight("w", (40, 24)), b.weight("b", (40,))))
         b.output(b.add(r, y))
         return {}

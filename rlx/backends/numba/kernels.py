@@ -119,7 +119,7 @@ class GemmKernel:
 
 #: rows per GEMM block when the epilogue is applied block by block. Smaller blocks keep
 #: the tile in a nearer cache but make OpenBLAS re-pack the weight more often.
-GEMM_BLOCK_ROWS = 512
+GEMM_BLOCK_ROWS = 1024
 
 
 def parallel_matmul(a: np.ndarray, b: np.ndarray, out: np.ndarray, work: int,
