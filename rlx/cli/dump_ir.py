@@ -12,7 +12,11 @@ from rlx.ir.parser import parse_file
 from rlx.ir.printer import print_graph
 
 FORMATS = {"text": "the IR text form", "dot": "Graphviz DOT",
-           "kernels": "the generated kernel source of the profile's backend"}
+           "kernels": "the generated kernel source of the profile's backend",
+           "llvm": "the optimized LLVM IR of the kernels (llvm backend)",
+           "asm": "the assembly of the kernels (llvm backend)"}
+#: formats printed from the graph itself; the others come from the profile's backend
+GRAPH_FORMATS = ("text", "dot")
 
 
 def add_arguments(p) -> None:
@@ -26,7 +30,8 @@ def add_arguments(p) -> None:
     p.add_argument("--lower-attention", action="store_true",
                    help="decompose attention into matmul/softmax (as a profile may)")
     p.add_argument("--profile", "-p",
-                   help="compile profile (preset or file) for --format kernels (default: default)")
+                   help="compile profile (preset or file) for the backend formats "
+                        "kernels/llvm/asm (default: default)")
     p.add_argument("--output", "-o", help="write to this file instead of stdout")
 
 
@@ -51,10 +56,16 @@ def run(args) -> int:
         names = default_pipeline(options)
         pm = PassManager([get_pass(n) for n in names], options, stop_after=args.after)
         graph = pm.run(graph)
-    if args.format == "kernels":
+    if args.format not in GRAPH_FORMATS:
         from rlx.runtime import compile_graph
 
-        text = compile_graph(graph, args.profile or "default").dump("kernels")
+        compiled = compile_graph(graph, args.profile or "default")
+        formats = compiled.backend.capabilities().dump_formats
+        if args.format not in formats:
+            raise RlxError(f"--format {args.format}: profile {compiled.profile.name} compiles "
+                           f"with the {compiled.backend.name} backend, which prints "
+                           f"{', '.join(formats) or 'no kernel formats'}")
+        text = compiled.dump(args.format)
     else:
         text = to_dot(graph) if args.format == "dot" else print_graph(graph)
     if args.output:
