@@ -91,14 +91,15 @@ class GemmKernel:
         if s.transpose_b:
             b = np.swapaxes(b, -1, -2)
         out = outputs[0].reshape(s.out_shape)
-        if self.tasks_per_row is not None and a.flags.c_contiguous:
-            self._blocked(a.reshape(-1, a.shape[-1]), b, out.reshape(-1, out.shape[-1]),
-                          inputs, outputs)
-            return
         if self.native is not None:
             self.native(a, b, out, self.nthreads)
         else:
-            parallel_matmul(a, b, out, self.work, self.nthreads)
+            with threads.single_threaded_blas():
+                if self.tasks_per_row is not None and a.flags.c_contiguous:
+                    self._blocked(a.reshape(-1, a.shape[-1]), b,
+                                  out.reshape(-1, out.shape[-1]), inputs, outputs)
+                    return
+                parallel_matmul(a, b, out, self.work, self.nthreads)
         if self.epilogue is not None:
             self.epilogue(inputs, outputs)
 
@@ -209,8 +210,9 @@ class AttentionKernel:
     def __call__(self, inputs, outputs) -> None:
         q, k, v, rh, rw = inputs
         kt = np.swapaxes(k, 1, 2)
-        threads.run_tasks(self._part, self.n_tasks, (q, kt, v, rh, rw, outputs[0]), self.work,
-                          self.nthreads)
+        with threads.single_threaded_blas():
+            threads.run_tasks(self._part, self.n_tasks, (q, kt, v, rh, rw, outputs[0]),
+                              self.work, self.nthreads)
 
 
 class HostKernel:

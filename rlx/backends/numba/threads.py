@@ -5,8 +5,10 @@ Python threads runs them in parallel (no OpenMP runtime: nothing spins after
 a kernel returns and steals cycles from BLAS). GEMMs go to numpy's bundled
 OpenBLAS, whose own thread count is set through its exported
 ``*_set_num_threads*`` symbol (found with ctypes in numpy's library folder).
-OpenBLAS is kept at one thread and large GEMMs are split into row blocks over
-the same pool, so at most `threads` threads are busy at any moment.
+While a compiled GEMM or attention kernel runs, OpenBLAS is set to one thread
+and the product is split into row blocks over the same pool, so at most
+`threads` threads are busy at any moment; the previous setting is restored
+afterwards.
 """
 
 from __future__ import annotations
@@ -23,46 +25,77 @@ _lock = threading.Lock()
 _pool: ThreadPoolExecutor | None = None
 _pool_size = 0
 _blas_setter = None
-_blas_threads: int | None = None
 
 #: below this much work (elements x cost) a kernel runs on the calling thread
 PARALLEL_MIN_WORK = 1 << 16
 
 
 def _find_blas_setter():
-    """openblas_set_num_threads from numpy's bundled OpenBLAS (or None)."""
+    """(openblas_set_num_threads, openblas_get_num_threads) from numpy's bundled OpenBLAS."""
     libdir = os.path.join(os.path.dirname(os.path.dirname(np.__file__)), "numpy.libs")
     for path in sorted(glob.glob(os.path.join(libdir, "*openblas*.so*"))):
         try:
             lib = ctypes.CDLL(path)
         except OSError:
             continue
-        for sym in ("scipy_openblas_set_num_threads64_", "openblas_set_num_threads64_",
-                    "scipy_openblas_set_num_threads", "openblas_set_num_threads"):
-            fn = getattr(lib, sym, None)
-            if fn is not None:
-                fn.argtypes = [ctypes.c_int]
-                fn.restype = None
-                return fn
+        for prefix, suffix in (("scipy_openblas", "64_"), ("openblas", "64_"),
+                               ("scipy_openblas", ""), ("openblas", "")):
+            setter = getattr(lib, f"{prefix}_set_num_threads{suffix}", None)
+            getter = getattr(lib, f"{prefix}_get_num_threads{suffix}", None)
+            if setter is not None and getter is not None:
+                setter.argtypes = [ctypes.c_int]
+                setter.restype = None
+                getter.argtypes = []
+                getter.restype = ctypes.c_int
+                return setter, getter
     return None
+
+
+def _blas():
+    global _blas_setter
+    if _blas_setter is None:
+        _blas_setter = _find_blas_setter() or False
+    return _blas_setter
 
 
 def set_blas_threads(n: int) -> bool:
     """Set OpenBLAS's thread count; False if numpy's OpenBLAS was not found."""
-    global _blas_setter, _blas_threads
     with _lock:
-        if _blas_setter is None:
-            _blas_setter = _find_blas_setter() or False
-        if not _blas_setter:
+        fns = _blas()
+        if not fns:
             return False
-        if _blas_threads != n:
-            _blas_setter(int(n))
-            _blas_threads = n
+        fns[0](int(n))
         return True
 
 
+def blas_threads() -> int | None:
+    """OpenBLAS's current thread count (None if numpy's OpenBLAS was not found)."""
+    fns = _blas()
+    return fns[1]() if fns else None
+
+
+class single_threaded_blas:
+    """Context: OpenBLAS at one thread inside (our threads split the work), restored after.
+
+    Restoring keeps other users of numpy in the process (the reference backend, a
+    benchmark's numpy baseline) at their own BLAS setting.
+    """
+
+    def __enter__(self):
+        fns = _blas()
+        self.prev = fns[1]() if fns else None
+        if self.prev is not None and self.prev != 1:
+            fns[0](1)
+        return self
+
+    def __exit__(self, *exc):
+        if self.prev is not None and self.prev != 1:
+            _blas()[0](self.prev)
+        return False
+
+
 def configure(threads: int) -> None:
-    """Make sure the pool can run `threads` threads (it only grows); BLAS stays at one.
+    """Make sure the pool can run `threads` threads (it only grows).
 
     Splitting GEMMs ourselves (row blocks per thread) instead of letting OpenBLAS
     spawn its own threads keeps exactly `threads` threads busy: OpenBLAS's
@@ -79,7 +112,6 @@ def configure(threads: int) -> None:
             _pool = ThreadPoolExecutor(threads - 1, thread_name_prefix="rlx-kernel") \
                 if threads > 1 else None
             _pool_size = threads
-    set_blas_threads(1)
 
 
 def threads() -> int:
