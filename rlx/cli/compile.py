@@ -75,7 +75,8 @@ def report_row(name: str, report, seconds: float) -> dict:
         "subgraph": name, "backend": report.backend, "nodes_before": report.nodes_before,
         "nodes_after": report.nodes_after, "kernels": report.kernels,
         "fallback_kernels": report.fallback_kernels, "cached_kernels": report.cached_kernels,
-        "codeless_kernels": report.codeless_kernels, "from_cache": report.from_cache, "compile_seconds": round(seconds, 3),
+        "codeless_kernels": report.codeless_kernels, "from_cache": report.from_cache,
+        "compile_seconds": round(seconds, 3),
         "pass_seconds": round(report.pass_seconds, 3), "flops": report.flops,
         "arena_bytes": report.arena_bytes,
     }

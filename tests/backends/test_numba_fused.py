@@ -106,6 +106,8 @@ def test_blocked_attention(block):
     prof = NUMBA.replace(attention_block=block, name=f"numba-block{block}")
     compiled = check(attention_graph(), prof)
     assert _kinds(compiled) == ["numba.attention", "numba.attention"]
+    blocks = {k.block for k in compiled.plan.kernels if k is not None}
+    assert blocks == {min(block, 23)}  # the profile's block size (23 query rows here)
 
 
 def test_native_gemm():

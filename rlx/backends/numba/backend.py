@@ -9,6 +9,7 @@ the twelve blocks of a ViT produce the same handful — are compiled once.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import time
 from pathlib import Path
@@ -53,10 +54,12 @@ class NumbaBackend:
 
     def _spec(self, node: Node, ctx: KernelContext | None = None):
         key = id(node)
-        if key not in self._specs:
-            block = getattr(ctx.profile, "attention_block", 256) if ctx is not None else 256
-            self._specs[key] = (node, describe(node, attention_block=block))
-        return self._specs[key][1]
+        if key not in self._specs:  # the node is kept alive with its spec, so ids stay unique
+            self._specs[key] = (node, describe(node))
+        spec = self._specs[key][1]
+        if isinstance(spec, AttentionSpec) and ctx is not None:
+            spec = dataclasses.replace(spec, block=ctx.profile.attention_block)
+        return spec
 
     def supports(self, node: Node) -> bool:
         return self._spec(node) is not None
@@ -144,7 +147,8 @@ class NumbaBackend:
         out = []
         for node in nodes:
             if not self.supports(node):
-                out.append(f"# {node.outputs[0].ref} = {node.op}: reference kernel (not compiled)\n")
+                out.append(f"# {node.outputs[0].ref} = {node.op}: reference kernel "
+                           f"(not compiled)\n")
                 continue
             srcs = self.sources(node, ctx)
             if not srcs:

@@ -21,7 +21,7 @@ from __future__ import annotations
 import math
 
 from rlx.backends.common.nest import Access, LoopNest
-from rlx.backends.common.scalar import Const, Instr, ScalarProgram, Sym
+from rlx.backends.common.scalar import Const, Instr, Sym
 from rlx.backends.common.spec import ElementwiseSpec, NormSpec
 
 CHUNK = 2048
