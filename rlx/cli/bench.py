@@ -105,10 +105,10 @@ def run(args) -> int:
         return 0
     print(f"model {spec.name} ({'checkpoint' if args.checkpoint else 'synthetic weights'}), "
           f"{args.repeat} runs each")
-    print(f"{'subgraph':<18}{'profile':<12}{'backend':<10}{'min ms':>10}{'median ms':>11}"
+    print(f"{'subgraph':<22}{'profile':<12}{'backend':<10}{'min ms':>10}{'median ms':>11}"
           f"{'GFLOP/s':>9}{'peak MB':>9}{'compile s':>11}")
     for r in rows:
-        print(f"{r['subgraph']:<18}{r['profile']:<12}{r['backend']:<10}{r['min_s'] * 1e3:>10.2f}"
+        print(f"{r['subgraph']:<22}{r['profile']:<12}{r['backend']:<10}{r['min_s'] * 1e3:>10.2f}"
               f"{r['median_s'] * 1e3:>11.2f}{r['gflops']:>9.2f}{r['peak_rss_mb']:>9.0f}"
               f"{r['compile_s']:>11.2f}")
     return 0

@@ -8,6 +8,7 @@ writes into the preallocated outputs.
 from __future__ import annotations
 
 import math
+import threading
 
 import numpy as np
 
@@ -166,6 +167,18 @@ class NativeGemm:
         threads.run_tasks(self.fn, c3.shape[0] * m, (a3, b3, c3), c3.size * k, nthreads)
 
 
+_local = threading.local()
+
+
+def score_scratch(n: int) -> np.ndarray:
+    """A per-thread float32 buffer of at least n elements, shared by all attention kernels
+    (a thread runs one task at a time), so scratch memory does not grow with the model."""
+    buf = getattr(_local, "scores", None)
+    if buf is None or buf.size < n:
+        buf = _local.scores = np.empty(n, np.float32)
+    return buf
+
+
 class AttentionKernel:
     """Blocked softmax(q kᵀ·scale + rel-pos) v. A task is (batch entry, block of query
     rows): GEMM into a per-thread score block, bias + softmax in place, GEMM into the
@@ -181,17 +194,11 @@ class AttentionKernel:
         self.block = min(spec.block, nq)
         self.nblocks = -(-nq // self.block)
         self.n_tasks = b * self.nblocks
-        self._scratch: dict[int, np.ndarray] = {}
         self._empty = np.zeros((1, 1, 1), np.float32)
         self.work = b * nq * self.nk * (spec.q_shape[2] + spec.v_shape[2] + 8)
 
     def _part(self, lo, hi, q, kt, v, rh, rw, out):
-        import threading
-
-        tid = threading.get_ident()
-        scratch = self._scratch.get(tid)
-        if scratch is None:
-            scratch = self._scratch[tid] = np.empty(self.block * self.nk, np.float32)
+        scratch = score_scratch(self.block * self.nk)
         scale = np.float32(self.spec.scale)
         has_rel = rh is not None
         nq = q.shape[1]
