@@ -205,3 +205,13 @@ def test_gemm_epilogue_with_a_reshaped_and_transposed_residual():
         return {}
     compiled = check(build)
     assert _kinds(compiled) == ["numba.gemm"]
+
+
+def test_weights_bound_as_strided_views_are_accepted():
+    b = GraphBuilder("g")
+    x = b.input("x", (4, 6))
+    b.output(b.add(x, b.weight("w", (4, 6))))
+    w = np.arange(48, dtype=np.float32).reshape(6, 8)[:, :4].T  # non-contiguous
+    compiled = compile_graph(b.build(), NUMBA, weights={"w": w})
+    xs = np.ones((4, 6), np.float32)
+    np.testing.assert_array_equal(compiled(xs)[0], xs + w)

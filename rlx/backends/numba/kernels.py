@@ -26,6 +26,8 @@ def _view_maker(acc: Access, nest: LoopNest, itemsize: int):
     offset = acc.offset * itemsize
 
     def make(buf: np.ndarray) -> np.ndarray:
+        if not buf.flags.c_contiguous:  # e.g. a weight the caller bound as a strided view
+            buf = np.ascontiguousarray(buf)
         return np.ndarray(shape, buf.dtype, buffer=buf, offset=offset, strides=strides)
     return make
 
