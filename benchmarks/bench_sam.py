@@ -23,6 +23,7 @@ import datetime
 import json
 import os
 import platform
+import signal
 import sys
 
 from benchmarks import flops as flops_mod
@@ -250,6 +251,8 @@ def main(argv=None) -> int:
     ap.add_argument("--json", default=None, help="write the full report here")
     ap.add_argument("--chart", default=None, help="write a PNG bar chart here (Pillow)")
     args = ap.parse_args(argv)
+    # SIGTERM -> SystemExit, so the running child is killed too (see harness)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
 
     tasks = [t.strip() for t in args.tasks.split(",") if t.strip()]
     for t in tasks:

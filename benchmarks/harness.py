@@ -306,16 +306,22 @@ def run_python_child(
             env=env,
         )
         timed_out = False
-        while True:
-            pid, status, ru = os.wait4(proc.pid, os.WNOHANG)
-            if pid == proc.pid:
-                break
-            if timeout_s is not None and time.perf_counter() - t0 > timeout_s:
-                proc.kill()
-                timed_out = True
-                pid, status, ru = os.wait4(proc.pid, 0)
-                break
-            time.sleep(0.02)
+        try:
+            while True:
+                pid, status, ru = os.wait4(proc.pid, os.WNOHANG)
+                if pid == proc.pid:
+                    break
+                if timeout_s is not None and time.perf_counter() - t0 > timeout_s:
+                    proc.kill()
+                    timed_out = True
+                    pid, status, ru = os.wait4(proc.pid, 0)
+                    break
+                time.sleep(0.02)
+        except BaseException:  # Ctrl-C / SIGTERM of the parent: take the child along
+            proc.kill()
+            os.wait4(proc.pid, 0)
+            proc.returncode = -9
+            raise
         proc.returncode = os.waitstatus_to_exitcode(status)  # reaped by us, not Popen
         wall = time.perf_counter() - t0
         busy1 = cpu_busy_s()
