@@ -290,6 +290,39 @@ def _fused(b):
     return {}
 
 
+def _empty(b):
+    x = b.input("x", (0, 5))
+    b.output(b.exp(b.add(x, 1.0)))
+    return {}
+
+
+def _scalar(b):
+    x = b.input("x", ())
+    y = b.input("y", (3,))
+    b.output(b.mul(b.exp(x), 2.0), b.add(x, y))
+    return {}
+
+
+def _ints(b):
+    x = b.input("x", (4, 5), "i64")
+    y = b.input("y", (5,), "i64")
+    b.output(b.add(x, y), b.mul(x, y), b.maximum(x, y), b.less(x, y),
+             b.div(b.cast(x, dtype="f32"), 2.0))
+    return {}
+
+
+def _f64(b):
+    x = b.input("x", (4, 50), "f64")
+    b.output(b.softmax(b.gelu(b.exp(x))), b.layer_norm(b.tanh(x)), b.erf(x))
+    return {}
+
+
+def _norm_of_one(b):
+    x = b.input("x", (4, 1))
+    b.output(b.layer_norm(x), b.softmax(x))
+    return {}
+
+
 CASES = {
     "neg": unary("neg"), "abs": unary("abs"), "exp": unary("exp"),
     "log": unary("log", "positive"), "sqrt": unary("sqrt", "positive"),
@@ -318,7 +351,10 @@ DECLINED = {
     "max_pool2d_overlap": "overlapping pooling is not lowered",
 }
 EXTRA = {"conv2d_grouped": _conv2d_grouped, "conv_transpose2d_general": _conv_transpose2d_general,
-         "max_pool2d_overlap": _max_pool2d_overlap, "gelu_tanh": unary("gelu", approximate="tanh")}
+         "max_pool2d_overlap": _max_pool2d_overlap, "gelu_tanh": unary("gelu", approximate="tanh"),
+         # edge cases of the loop-nest code generator
+         "empty": _empty, "scalar": _scalar, "ints": _ints, "f64": _f64,
+         "norm_of_one": _norm_of_one}
 
 
 def test_every_op_has_a_numba_case():
