@@ -12,6 +12,7 @@ from rlx.passes.cse import cse
 from rlx.passes.dce import dce
 from rlx.passes.fold_constants import fold_constants
 from rlx.passes.fuse import fuse
+from rlx.passes.fuse_attention import fuse_attention
 from rlx.passes.fuse_elementwise import fuse_elementwise
 from rlx.passes.fuse_gemm import fuse_gemm
 from rlx.passes.fuse_norm import fuse_norm
@@ -45,6 +46,8 @@ PASSES: dict[str, Pass] = {p.name: p for p in [
     Pass("fuse-norm", fuse_norm, "layer_norm/softmax (+ cheap prologue/epilogue) -> fused.norm"),
     Pass("fuse-elementwise", fuse_elementwise,
          "same-shape elementwise chains (+ absorbed views) -> fused.elementwise"),
+    Pass("fuse-attention", fuse_attention,
+         "attention + the view ops on its operands -> fused.attention (strided reads)"),
 ]}
 
 #: Lowering from HIR to the primitive ops backends compile.

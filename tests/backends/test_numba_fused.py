@@ -215,3 +215,16 @@ def test_weights_bound_as_strided_views_are_accepted():
     compiled = compile_graph(b.build(), NUMBA, weights={"w": w})
     xs = np.ones((4, 6), np.float32)
     np.testing.assert_array_equal(compiled(xs)[0], xs + w)
+
+
+def test_attention_on_packed_qkv_views():
+    from tests.passes.test_fuse import _mha
+
+    def build(b):
+        q, k, v = _mha(b, tokens=37, heads=3, dim=8)
+        rh = b.input("rh", (3, 37, 1))
+        rw = b.input("rw", (3, 37, 37))
+        b.output(b.attention(q, k, v, rh, rw, scale=0.3), b.attention(q, k, v, scale=0.3))
+        return {}
+    compiled = check(build, NUMBA.replace(attention_block=16, name="numba-b16"))
+    assert compiled.graph.op_counts() == {"fused.attention": 2}

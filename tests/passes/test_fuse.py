@@ -193,3 +193,36 @@ def test_each_stage_alone_makes_only_its_kind(stage, kind):
     inputs, weights = _data(g)
     for a, c in zip(run_graph(lowered, inputs, weights), run_graph(staged, inputs, weights)):
         np.testing.assert_allclose(c, a, rtol=1e-6, atol=1e-6)
+
+
+def _mha(b, tokens=40, heads=2, dim=8):
+    """q/k/v as head-transposed slices of one packed projection (ViT style)."""
+    qkv = b.input("qkv", (tokens, 3 * heads * dim))
+    t = b.transpose(b.reshape(qkv, shape=(1, tokens, 3, heads, dim)), perm=(2, 0, 3, 1, 4))
+    t = b.reshape(t, shape=(3, heads, tokens, dim))
+    q, k, v = (b.reshape(b.slice_axis(t, 0, i, i + 1), shape=(heads, tokens, dim))
+               for i in range(3))
+    return q, k, v
+
+
+def test_attention_reads_packed_qkv_through_strides():
+    b = GraphBuilder("mha")
+    q, k, v = _mha(b)
+    b.output(b.attention(q, k, v, scale=0.3))
+    g = fused_and_plain(b.build())
+    assert [n.op for n in g.nodes] == ["fused"]
+    (kind, ops), = groups(g)
+    assert kind == "attention" and ops.count("transpose") == 1 and ops[-1] == "attention"
+    staged = run_passes(b.build(), ["fuse-attention"], PassOptions(verify=True))
+    assert [kind for kind, _ in groups(staged)] == ["attention"]
+
+
+def test_attention_operand_that_is_not_a_view_stays_a_kernel():
+    b = GraphBuilder("nv")
+    q = b.input("q", (2, 6, 4))
+    k = b.transpose(b.input("kt", (2, 4, 6)), perm=(0, 2, 1))  # a view: absorbed
+    v = b.exp(b.input("v", (2, 6, 4)))  # computed: stays outside
+    b.output(b.attention(q, k, v, scale=0.5))
+    g = fused_and_plain(b.build())
+    ops = [n.op for n in g.nodes]
+    assert ops == ["exp", "fused"] and groups(g)[0] == ("attention", ["transpose", "attention"])

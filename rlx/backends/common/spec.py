@@ -95,6 +95,9 @@ class AttentionSpec:
     rel: tuple | None  # (kh, kw) when a decomposed rel-pos bias is given
     scale: float
     block: int = 256
+    #: per attention input (q, k, v, rel_h, rel_w): (kernel argument, index map over the
+    #: operand's shape), or None when absent; plain nodes read their inputs as they are
+    operands: tuple = ()
     ops: list[str] = field(default_factory=lambda: ["attention"])
     kind: str = "attention"
 
@@ -377,6 +380,38 @@ def _plain_norm(node: Node) -> NormSpec:
     return _norm_from_body(body)
 
 
+# ---- attention ------------------------------------------------------------------------------
+
+
+def _attention(node: Node, operands: tuple, block: int) -> AttentionSpec | None:
+    q, k, v, rh, rw = node.inputs
+    if q.dtype != "f32":
+        return None
+    rel = (rh.shape[2], rw.shape[2]) if rh is not None else None
+    return AttentionSpec(q.shape, k.shape, v.shape, rel, node.attrs["scale"], block, operands)
+
+
+def _attention_from_body(body: Graph, block: int) -> AttentionSpec | None:
+    (attn,) = [n for n in body.nodes if n.op == "attention"] or [None]
+    if attn is None or any(n is not attn and n.op not in VIEW_OPS for n in body.nodes):
+        raise Unsupported("attention group holds other ops")
+    program, leaves, env = _body_env(body)
+    for n in body.nodes:
+        if n is not attn and not env.movement(n):
+            raise Unsupported("view of a computed value in an attention group")
+    operands = []
+    for v in attn.inputs:
+        if v is None:
+            operands.append(None)
+            continue
+        root, chain = env.views[id(v)]
+        view = view_of(root.shape, chain, v.shape)
+        if view is None:
+            raise Unsupported(f"{v.ref} is not a strided view")
+        operands.append((leaves.arg_of[id(root)], view))
+    return _attention(attn, tuple(operands), block)
+
+
 # ---- entry point ----------------------------------------------------------------------------
 
 
@@ -396,6 +431,8 @@ def describe(node: Node, attention_block: int = 256) -> KernelSpec | None:
                 return _gemm_from_body(node.body)
             if kind == "norm":
                 return _norm_from_body(node.body)
+            if kind == "attention":
+                return _attention_from_body(node.body, attention_block)
             return None
         if node.op == "matmul":
             if node.output.dtype not in ("f32", "f64"):
@@ -406,12 +443,9 @@ def describe(node: Node, attention_block: int = 256) -> KernelSpec | None:
                 return None
             return _plain_norm(node)
         if node.op == "attention":
-            q, k, v, rh, rw = node.inputs
-            if q.dtype != "f32":
-                return None
-            rel = (rh.shape[2], rw.shape[2]) if rh is not None else None
-            return AttentionSpec(q.shape, k.shape, v.shape, rel, node.attrs["scale"],
-                                 attention_block)
+            operands = tuple((i, StridedView.contiguous(v.shape)) if v is not None else None
+                             for i, v in enumerate(node.inputs))
+            return _attention(node, operands, attention_block)
         if node.op in HOST_OPS:
             return HostSpec(node.op, dict(node.attrs),
                             [v.shape if v is not None else None for v in node.inputs],

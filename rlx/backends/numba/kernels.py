@@ -169,6 +169,17 @@ class NativeGemm:
         threads.run_tasks(self.fn, c3.shape[0] * m, (a3, b3, c3), c3.size * k, nthreads)
 
 
+def _strided(buf: np.ndarray, view) -> np.ndarray:
+    """`buf` (contiguous) read through a StridedView (element offset and strides)."""
+    if view.is_contiguous and buf.shape == view.shape:
+        return buf
+    if not buf.flags.c_contiguous:
+        buf = np.ascontiguousarray(buf)
+    size = buf.itemsize
+    return np.ndarray(view.shape, buf.dtype, buffer=buf, offset=view.offset * size,
+                      strides=tuple(st * size for st in view.strides))
+
+
 _local = threading.local()
 
 
@@ -217,7 +228,8 @@ class AttentionKernel:
             np.matmul(s[0], v[bi], out=out[bi, r0:r1])
 
     def __call__(self, inputs, outputs) -> None:
-        q, k, v, rh, rw = inputs
+        q, k, v, rh, rw = [None if op is None else _strided(inputs[op[0]], op[1])
+                           for op in self.spec.operands]
         kt = np.swapaxes(k, 1, 2)
         with threads.single_threaded_blas():
             threads.run_tasks(self._part, self.n_tasks, (q, kt, v, rh, rw, outputs[0]),
