@@ -56,6 +56,7 @@ __all__ = [
     "MLP_HEADS",
     "mask_downscale",
     "dense_positional_encoding",
+    "no_mask_embedding",
     "output_tokens",
     "two_way_transformer",
     "upscale",
@@ -105,6 +106,7 @@ def _linear(b: GraphBuilder, x: Value, prefix: str, n_in: int, n_out: int) -> Va
 def mask_downscale(b: GraphBuilder, config, mask: Value) -> Value:
     """Mask prompt ``[B, 1, 4g, 4g]`` -> dense embedding ``[B, C, g, g]``."""
     c = get_config(config)
+    _check_config(c)
     m4, m, d = c.mask_in_chans // 4, c.mask_in_chans, c.prompt_embed_dim
     eps = c.layer_norm_2d_eps
     p = f"{PE}.mask_downscaling"

@@ -200,6 +200,9 @@ def _write_all(out_dir: Path, files: List[Tuple[str, bytes]]) -> None:
         tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".tmp", dir=parent))
     except OSError as e:
         raise InputError(f"cannot write to {parent}: {e.strerror}") from None
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o777 & ~umask)  # mkdtemp's 0700 would become --out's mode on rename
     try:
         for name, data in files:
             with open(tmp / name, "wb") as f:
@@ -234,6 +237,9 @@ def run(args: argparse.Namespace) -> int:
     seed = _seed(args.seed)
     if args.checkpoint is not None and not os.path.isfile(args.checkpoint):
         raise InputError(f"checkpoint not found: {args.checkpoint}")
+    from rlx.runtime.profile import resolve_profile
+
+    profile = resolve_profile(args.profile, args.checkpoint)
 
     from .config import get_config
     from .image import load_image
@@ -257,7 +263,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"WARNING: {SYNTHETIC_NOTE}", file=sys.stderr)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", SyntheticWeightsWarning)  # announced above, once
-        sam = build_sam(config, checkpoint=args.checkpoint, profile=args.profile, seed=seed)
+        sam = build_sam(config, checkpoint=args.checkpoint, profile=profile, seed=seed)
     t_model = time.perf_counter()
     predictor = SamPredictor(sam)
     predictor.set_image(image)
@@ -279,7 +285,6 @@ def run(args: argparse.Namespace) -> int:
     files.append((OVERLAY_PNG, _png_bytes(render_overlay(image, masks[best], points, box))))
     t_render = time.perf_counter()
 
-    profile = sam.profile
     result = {
         "image": os.path.abspath(args.image),
         "image_size": {"height": int(original_size[0]), "width": int(original_size[1])},

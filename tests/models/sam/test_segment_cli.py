@@ -117,6 +117,9 @@ BAD_ARGS = {
     "missing image": (["--point", "10,10"], "image file not found"),
     "unreadable image": (["--point", "10,10"], "cannot read image"),
     "point outside image": (["--point", f"{W + 5},10"], "outside the"),
+    "no prompt": ([], "give at least one --point"),
+    "bad label": (["--point", "10,10,2"], "LABEL must be 1"),
+    "unknown profile": (["--point", "10,10", "--profile", "bogus"], "unknown profile 'bogus'"),
 }
 
 
@@ -126,8 +129,9 @@ def test_bad_arguments_exit_2_with_one_line_and_write_nothing(files, case):
     image = {"missing image": str(files["dir"] / "nope.png"),
              "unreadable image": files["bad"]}.get(case, files["img"])
     out = files["dir"] / f"out_bad_{case.replace(' ', '_')}"
-    r = rlx("segment", image, "--model", "small", *args, "--profile", "reference",
-            "--out", str(out))
+    if "--profile" not in args:
+        args = [*args, "--profile", "reference"]
+    r = rlx("segment", image, "--model", "small", *args, "--out", str(out))
     assert r.returncode == 2, (r.returncode, r.stderr)
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1, r.stderr
