@@ -128,3 +128,37 @@ def view_of(source_shape, chain, target_shape=None) -> StridedView | None:
     if target_shape is not None and tuple(target_shape) != view.shape:
         view = view.broadcast_to(target_shape)
     return view
+
+
+def batched_view(source_shape, chain, shape) -> StridedView | None:
+    """An index map for a [B, *rest] operand, allowing B to stay split into several dims.
+
+    `view_of(source, chain, shape)` fails when the last op of the chain merges
+    batch dims that are not laid out contiguously (windowed attention: windows x
+    heads). A consumer that walks the batch dim one entry at a time can still read
+    such an operand if it unravels the batch index: this returns the view before
+    the final reshape, shaped (*batch_dims, *rest) with prod(batch_dims) == B,
+    when that is a strided view.
+    """
+    view = view_of(source_shape, chain)
+    if view is not None and view.shape == tuple(shape):
+        return view
+    if view is not None:
+        view = view.reshape(shape)
+        if view is not None:
+            return view
+    if not chain or chain[-1].op != "reshape":
+        return None
+    inner = view_of(source_shape, chain[:-1])
+    if inner is None:
+        return None
+    rest = tuple(shape[1:])
+    dims = [(d, s) for d, s in zip(inner.shape, inner.strides)]
+    if tuple(d for d, _ in dims[len(dims) - len(rest):]) != rest:
+        return None
+    batch = [(d, s) for d, s in dims[:len(dims) - len(rest)] if d != 1]
+    if math.prod(d for d, _ in batch) != shape[0]:
+        return None
+    tail = dims[len(dims) - len(rest):]
+    return StridedView(tuple(d for d, _ in batch + tail), tuple(s for _, s in batch + tail),
+                       inner.offset)

@@ -228,3 +228,16 @@ def test_attention_on_packed_qkv_views():
         return {}
     compiled = check(build, NUMBA.replace(attention_block=16, name="numba-b16"))
     assert compiled.graph.op_counts() == {"fused.attention": 2}
+
+
+def test_attention_with_split_batch_operands():
+    def build(b):
+        x = b.input("x", (4, 9, 3, 8))  # [windows, tokens, heads, dim]
+        q = b.reshape(b.transpose(x, perm=(0, 2, 1, 3)), shape=(12, 9, 8))
+        k = b.reshape(b.transpose(b.input("k", (4, 9, 3, 8)), perm=(0, 2, 1, 3)), shape=(12, 9, 8))
+        rh = b.input("rh", (12, 9, 3))
+        rw = b.input("rw", (12, 9, 3))
+        b.output(b.attention(q, k, q, rh, rw, scale=0.4))
+        return {}
+    compiled = check(build)
+    assert compiled.graph.op_counts() == {"fused.attention": 1}

@@ -226,3 +226,13 @@ def test_attention_operand_that_is_not_a_view_stays_a_kernel():
     g = fused_and_plain(b.build())
     ops = [n.op for n in g.nodes]
     assert ops == ["exp", "fused"] and groups(g)[0] == ("attention", ["transpose", "attention"])
+
+
+def test_attention_operand_with_split_batch_dims():
+    # windows x heads: the final reshape merges dims that are not adjacent in memory
+    b = GraphBuilder("win")
+    x = b.input("x", (2, 5, 3, 4))  # [windows, tokens, heads, dim]
+    q = b.reshape(b.transpose(x, perm=(0, 2, 1, 3)), shape=(6, 5, 4))
+    b.output(b.attention(q, q, q, scale=0.5))
+    g = fused_and_plain(b.build())
+    assert groups(g) == [("attention", ["transpose", "reshape", "attention"])]

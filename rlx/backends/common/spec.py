@@ -27,7 +27,7 @@ from rlx.backends.common.nest import LoopNest, build_nest
 from rlx.backends.common.scalar import Const, ScalarProgram, Sym, emit_node
 from rlx.ir.graph import Graph, Node, Value
 from rlx.ir.ops import get_op
-from rlx.passes.fuse_views import VIEW_OPS, StridedView, view_of
+from rlx.passes.fuse_views import VIEW_OPS, StridedView, batched_view, view_of
 
 #: argument number meaning "the kernel's output buffer 0"
 OUT = -1
@@ -96,7 +96,8 @@ class AttentionSpec:
     scale: float
     block: int = 256
     #: per attention input (q, k, v, rel_h, rel_w): (kernel argument, index map over the
-    #: operand's shape), or None when absent; plain nodes read their inputs as they are
+    #: operand's shape, whose batch dim may be split into several leading dims), or None
+    #: when absent; plain nodes read their inputs as they are
     operands: tuple = ()
     ops: list[str] = field(default_factory=lambda: ["attention"])
     kind: str = "attention"
@@ -405,7 +406,7 @@ def _attention_from_body(body: Graph, block: int) -> AttentionSpec | None:
             operands.append(None)
             continue
         root, chain = env.views[id(v)]
-        view = view_of(root.shape, chain, v.shape)
+        view = batched_view(root.shape, chain, v.shape)
         if view is None:
             raise Unsupported(f"{v.ref} is not a strided view")
         operands.append((leaves.arg_of[id(root)], view))

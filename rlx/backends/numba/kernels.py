@@ -180,6 +180,13 @@ def _strided(buf: np.ndarray, view) -> np.ndarray:
                       strides=tuple(st * size for st in view.strides))
 
 
+def _entry(x: np.ndarray, bi: int) -> np.ndarray:
+    """Batch entry `bi` of an operand whose batch dim may be split ([b1, b2, N, D])."""
+    if x.ndim == 3:
+        return x[bi]
+    return x[np.unravel_index(bi, x.shape[:-2])]
+
+
 _local = threading.local()
 
 
@@ -210,29 +217,31 @@ class AttentionKernel:
         self._empty = np.zeros((1, 1, 1), np.float32)
         self.work = b * nq * self.nk * (spec.q_shape[2] + spec.v_shape[2] + 8)
 
-    def _part(self, lo, hi, q, kt, v, rh, rw, out):
+    def _part(self, lo, hi, q, kt, v, rh, rw, out):  # kt: k, transposed per entry below
         scratch = score_scratch(self.block * self.nk)
         scale = np.float32(self.spec.scale)
         has_rel = rh is not None
-        nq = q.shape[1]
+        nq = self.spec.q_shape[1]
         for task in range(lo, hi):
             bi, blk = divmod(task, self.nblocks)
             r0 = blk * self.block
             r1 = min(nq, r0 + self.block)
             rows = r1 - r0
             s = scratch[:rows * self.nk].reshape(1, rows, self.nk)
-            np.matmul(q[bi, r0:r1], kt[bi], out=s[0])
-            h = rh[bi:bi + 1, r0:r1] if has_rel else self._empty
-            w = rw[bi:bi + 1, r0:r1] if has_rel else self._empty
+            np.matmul(_entry(q, bi)[r0:r1], np.swapaxes(_entry(kt, bi), 0, 1), out=s[0])
+            if has_rel:
+                h = _entry(rh, bi)[None, r0:r1]
+                w = _entry(rw, bi)[None, r0:r1]
+            else:
+                h = w = self._empty
             self.fn(0, rows, s, h, w, scale, has_rel)
-            np.matmul(s[0], v[bi], out=out[bi, r0:r1])
+            np.matmul(s[0], _entry(v, bi), out=out[bi, r0:r1])
 
     def __call__(self, inputs, outputs) -> None:
         q, k, v, rh, rw = [None if op is None else _strided(inputs[op[0]], op[1])
                            for op in self.spec.operands]
-        kt = np.swapaxes(k, 1, 2)
         with threads.single_threaded_blas():
-            threads.run_tasks(self._part, self.n_tasks, (q, kt, v, rh, rw, outputs[0]),
+            threads.run_tasks(self._part, self.n_tasks, (q, k, v, rh, rw, outputs[0]),
                               self.work, self.nthreads)
 
 
