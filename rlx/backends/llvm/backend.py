@@ -98,10 +98,11 @@ class LLVMBackend:
         native = getattr(ctx.profile, "gemm", "blas") == "native" or found is None
         bits = found.int_bits if found is not None else 64
         if isinstance(spec, GemmSpec):
-            p = gemm.plan(spec, transposed_operands=not native)
+            threads = ctx.profile.effective_threads
+            p = gemm.plan(spec, transposed_operands=not native, threads=threads)
             work = math.prod(spec.out_shape) * max(p.k, 1)
             return Generated("gemm", gemm.gemm_module(spec, n_in, out_dts[0], title, native,
-                                                      bits), p.tasks, work, n_in + 1)
+                                                      bits, threads), p.tasks, work, n_in + 1)
         if isinstance(spec, AttentionSpec):
             b, nq, d = spec.q_shape
             nk, dv = spec.k_shape[1], spec.v_shape[2]
@@ -137,15 +138,16 @@ class LLVMBackend:
         nthreads = ctx.profile.effective_threads
         common = (loaded, gen.n_ptrs, gen.n_tasks, gen.work, nthreads, info)
         native = getattr(ctx.profile, "gemm", "blas") == "native" or found is None
+        blas_calls = isinstance(spec, (GemmSpec, AttentionSpec)) and not native
         if isinstance(spec, GemmSpec) and native:
             return kernels.NativeGemmKernel(*common, unusable=unusable, a=spec.a, b=spec.b,
                                             transpose_a=spec.transpose_a,
                                             transpose_b=spec.transpose_b)
         if isinstance(spec, AttentionSpec):
             return kernels.AttentionKernel(
-                *common, unusable=unusable,
+                *common, unusable=unusable, calls_blas=blas_calls,
                 scratch_elems=attention.block_rows(spec) * spec.k_shape[1], transpose_k=native)
-        return kernels.CompiledKernel(*common, unusable=unusable)
+        return kernels.CompiledKernel(*common, unusable=unusable, calls_blas=blas_calls)
 
     def compile_many(self, nodes: Sequence[Node], ctx: KernelContext) -> list:
         from rlx.backends.numba import threads

@@ -3,8 +3,9 @@
 Every compiled kernel has the signature ``f(task_lo, task_hi, ptr...)`` and is
 called through ctypes, which releases the GIL for the duration of the call,
 so the task range is split over the shared kernel thread pool and the chunks
-really run in parallel. BLAS inside a task is single-threaded (the pool is
-the parallelism), so `threads` cores are busy, never more.
+really run in parallel. While a kernel that calls BLAS runs, OpenBLAS is set
+to one thread (the pool is the parallelism), so `threads` cores are busy,
+never more; its previous setting is restored afterwards.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ class CompiledKernel:
     """A generated function over `n_tasks` tasks of one node."""
 
     def __init__(self, loaded, n_ptrs: int, n_tasks: int, work: int, nthreads: int,
-                 info: KernelInfo, unusable: str | None = None):
+                 info: KernelInfo, unusable: str | None = None, calls_blas: bool = False):
         proto = ctypes.CFUNCTYPE(None, ctypes.c_int64, ctypes.c_int64,
                                  *([ctypes.c_void_p] * n_ptrs))
         self.fn = proto(loaded.address)
@@ -46,6 +47,16 @@ class CompiledKernel:
         self.nthreads = nthreads
         self.info = info
         self.unusable = unusable
+        #: BLAS calls inside tasks: OpenBLAS runs single-threaded meanwhile (the tasks
+        #: are the parallelism), then gets its previous setting back
+        self.calls_blas = calls_blas
+
+    def _run(self, fn, ptrs) -> None:
+        if self.calls_blas:
+            with threads.single_threaded_blas():
+                threads.run_tasks(fn, self.n_tasks, ptrs, self.work, self.nthreads)
+        else:
+            threads.run_tasks(fn, self.n_tasks, ptrs, self.work, self.nthreads)
 
     def prepare(self, inputs, outputs):
         """The operand arrays actually passed (subclasses pack operands here)."""
@@ -58,7 +69,7 @@ class CompiledKernel:
             return
         keep = self.prepare(inputs, outputs)  # owns any packed operand during the call
         ptrs = tuple(_address(a, keep) for a in list(keep))
-        threads.run_tasks(self.fn, self.n_tasks, ptrs, self.work, self.nthreads)
+        self._run(self.fn, ptrs)
 
 
 class NativeGemmKernel(CompiledKernel):
@@ -101,7 +112,7 @@ class AttentionKernel(CompiledKernel):
             k = np.ascontiguousarray(np.swapaxes(k, 1, 2))
         keep = [q, k, v, rh, rw, outputs[0]]  # owns the packed k during the call
         ptrs = tuple(_address(a, keep) for a in list(keep))
-        threads.run_tasks(self._part, self.n_tasks, ptrs, self.work, self.nthreads)
+        self._run(self._part, ptrs)
 
 
 class HostKernel:
