@@ -34,16 +34,24 @@ from tests.models.sam.decoder_fixtures import (
 from tests.support import official_sam
 
 
-@pytest.fixture(scope="module", params=["small", "vit_b"])
-def case(request):
-    """(config, official model, prompt/decoder weights as numpy)."""
-    if request.param == "small":
+_WEIGHTS = {}
+
+
+def _case(request, name):
+    """(config, official model, prompt/decoder weights as numpy) for "small" or "vit_b"."""
+    if name == "small":
         config, model = small_config(), small_official()
     else:
         config, model = CONFIGS["vit_b"], request.getfixturevalue("vit_b_build")[0]
-    weights = {k: v.detach().numpy().copy() for k, v in model.state_dict().items()
-               if k.startswith(("prompt_encoder.", "mask_decoder."))}
-    return config, model, weights
+    if name not in _WEIGHTS:
+        _WEIGHTS[name] = {k: v.detach().numpy().copy() for k, v in model.state_dict().items()
+                          if k.startswith(("prompt_encoder.", "mask_decoder."))}
+    return config, model, _WEIGHTS[name]
+
+
+@pytest.fixture(scope="module", params=["small", "vit_b"])
+def case(request):
+    return _case(request, request.param)
 
 
 @pytest.fixture(params=PROFILES)
@@ -84,9 +92,9 @@ def test_dense_positional_encoding(case, profile):
 
 
 @torch.no_grad()
-@pytest.mark.parametrize("num_tokens", [7, 10])
-def test_two_way_transformer(case, profile, num_tokens):
-    c, model, w = case
+@pytest.mark.parametrize("config_name,num_tokens", [("small", 7), ("small", 10), ("vit_b", 9)])
+def test_two_way_transformer(request, profile, config_name, num_tokens):
+    c, model, w = _case(request, config_name)
     d, g = c.prompt_embed_dim, c.image_embedding_size
     emb, pos, points = random_inputs([(1, d, g, g), (1, d, g, g), (1, num_tokens, d)], seed=2)
     q, k = _run(build_two_way_transformer(c, num_tokens), profile, w, [emb, pos, points])
@@ -146,10 +154,16 @@ def _official_prompt(model, c, kind, rng):
     return sparse_t, dense_t, masks
 
 
+# Every prompt kind at the small size; the real width once with and once without a mask
+# (test_predict_parity runs every kind end to end again).
+BUCKETS = [("small", k) for k in ("points", "box", "box_points", "mask", "box_mask")] + [
+    ("vit_b", "box_points"), ("vit_b", "box_mask")]
+
+
 @torch.no_grad()
-@pytest.mark.parametrize("kind", ["points", "box", "box_points", "mask", "box_mask"])
-def test_prompt_to_masks_bucket(case, profile, kind):
-    c, model, w = case
+@pytest.mark.parametrize("config_name,kind", BUCKETS)
+def test_prompt_to_masks_bucket(request, profile, config_name, kind):
+    c, model, w = _case(request, config_name)
     rng = np.random.default_rng(7)
     sparse_t, dense_t, mask = _official_prompt(model, c, kind, rng)
     (emb,) = random_inputs([(1, c.prompt_embed_dim, c.image_embedding_size,
