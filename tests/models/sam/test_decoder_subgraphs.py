@@ -249,3 +249,22 @@ def test_bucket_kernels_go_through_the_kernel_cache(profile, cache_dir):
     if not again["from_cache"]:
         pytest.fail(f"{profile}: {again['kernels']} kernels, {again['cached']} from the cache; "
                     f"rebuilt: {', '.join(again['rebuilt'])}")
+
+
+PROMPT_SUBGRAPH_NAMES = ["prompt_mask_downscale", "two_way_transformer", "upscale", "mlp_heads",
+                         "prompt_to_masks"]
+
+
+def test_prompt_subgraphs_are_registered_and_benchable(vit_b_build):
+    """``rlx dump-ir/bench sam-vit-b --subgraph S`` works for every prompt-side subgraph."""
+    from rlx.zoo import get_model
+
+    spec = get_model("sam-vit-b")
+    assert set(PROMPT_SUBGRAPH_NAMES) <= set(spec.subgraphs)
+    weights = {k: v.detach().numpy() for k, v in vit_b_build[0].state_dict().items()
+               if k.startswith(("prompt_encoder.", "mask_decoder."))}
+    for name in PROMPT_SUBGRAPH_NAMES:
+        graph = spec.build(name)
+        assert graph.name == name
+        outs = compile_graph(graph, "reference", weights)(*spec.inputs_for(name, seed=1))
+        assert outs and all(np.isfinite(o).all() for o in outs), name
