@@ -42,11 +42,14 @@ from rlx.errors import InputError
 from . import prompt_encoding
 from .config import SamConfig
 from .postprocess import postprocess_masks, threshold
-from .prompt_graph import PromptDecoder, decoder_for
+from .prompt_graph import MAX_SPARSE_TOKENS, PromptDecoder, decoder_for
 from .transforms import apply_boxes, apply_coords, get_preprocess_shape
 
-__all__ = ["Prediction", "predict", "predict_detailed", "predict_from_embedding",
+__all__ = ["MAX_POINTS", "Prediction", "predict", "predict_detailed", "predict_from_embedding",
            "set_image_embedding", "validate_prompt"]
+
+#: points per prompt: every distinct count is one compiled graph; room for the box's two corners
+MAX_POINTS = MAX_SPARSE_TOKENS - 2
 
 
 @dataclass
@@ -118,6 +121,8 @@ def validate_prompt(point_coords, point_labels, box, mask_input,
                              f"got shape {points.shape}")
         if points.shape[0] == 0:
             raise InputError("point_coords holds no points (pass None to give no points)")
+        if points.shape[0] > MAX_POINTS:
+            raise InputError(f"at most {MAX_POINTS} points per prompt, got {points.shape[0]}")
         labels = _numeric(point_labels, "point_labels")
         if labels.ndim != 1 or labels.shape[0] != points.shape[0]:
             raise InputError(f"point_labels must have one label per point: "

@@ -57,6 +57,8 @@ BAD = {
     "label value": (dict(point_coords=[[10, 10]], point_labels=[2]), r"got \[2.0\]"),
     "coords shape": (dict(point_coords=[10, 10], point_labels=[1]), r"N x 2 .* shape \(2,\)"),
     "no points": (dict(point_coords=np.zeros((0, 2)), point_labels=np.zeros(0)), "no points"),
+    "too many points": (dict(point_coords=np.full((63, 2), 5.0), point_labels=np.ones(63)),
+                        "at most 62 points per prompt, got 63"),
     "nan point": (dict(point_coords=[[np.nan, 10]], point_labels=[1]), "NaN"),
     "text point": (dict(point_coords=[["a", "b"]], point_labels=[1]), "numeric"),
     "x outside": (dict(point_coords=[[10, 10], [W + 1, 5]], point_labels=[1, 1]),
