@@ -202,3 +202,63 @@ def test_equal_kernels_share_one_compiled_function():
     kernels = [k for k in compiled.plan.kernels if k is not None]
     assert len(kernels) == 3 and len({k.info.extra["key"] for k in kernels}) == 1
     assert len({k.fn_address for k in kernels}) == 1
+
+
+def test_weights_bound_as_strided_views_are_accepted():
+    b = GraphBuilder("g")
+    x = b.input("x", (4, 6))
+    b.output(b.add(x, b.weight("w", (4, 6))))
+    w = np.arange(48, dtype=np.float32).reshape(6, 8)[:, :4].T  # non-contiguous
+    compiled = compile_graph(b.build(), LLVM, weights={"w": w})
+    xs = np.ones((4, 6), np.float32)
+    np.testing.assert_array_equal(compiled(xs)[0], xs + w)
+
+
+@pytest.mark.parametrize("native", [False, True], ids=["blas", "native"])
+def test_attention_on_packed_qkv_views(native):
+    from tests.passes.test_fuse import _mha
+
+    def build(b):
+        q, k, v = _mha(b, tokens=37, heads=3, dim=8)
+        rh = b.input("rh", (3, 37, 1))
+        rw = b.input("rw", (3, 37, 37))
+        b.output(b.attention(q, k, v, rh, rw, scale=0.3), b.attention(q, k, v, scale=0.3))
+        return {}
+    prof = LLVM.replace(attention_block=16, gemm="native" if native else "blas", name="llvm-b16")
+    compiled = check(build, prof)
+    assert compiled.graph.op_counts() == {"fused.attention": 2}
+    layouts = {k.layout for k in compiled.plan.kernels if k is not None}
+    assert layouts == ({"packed"} if native else {"mapped"})
+
+
+def test_attention_with_split_batch_operands():
+    def build(b):
+        x = b.input("x", (4, 9, 3, 8))  # [windows, tokens, heads, dim]
+        q = b.reshape(b.transpose(x, perm=(0, 2, 1, 3)), shape=(12, 9, 8))
+        k = b.reshape(b.transpose(b.input("k", (4, 9, 3, 8)), perm=(0, 2, 1, 3)), shape=(12, 9, 8))
+        rh = b.input("rh", (12, 9, 3))
+        rw = b.input("rw", (12, 9, 3))
+        b.output(b.attention(q, k, q, rh, rw, scale=0.4))
+        return {}
+    compiled = check(build, LLVM)
+    assert compiled.graph.op_counts() == {"fused.attention": 1}
+
+
+def test_attention_operands_transposed_in_their_last_two_dims():
+    # k and v stored [B, D, N] (unit stride along tokens), q read through a transpose:
+    # BLAS transposes instead of a copy. q sliced with steps in both dims has no unit
+    # stride at all: the runtime packs the operands.
+    def build(b):
+        kt = b.input("kt", (2, 8, 11))
+        vt = b.input("vt", (2, 5, 11))
+        qt = b.transpose(b.input("qt", (2, 8, 11)), perm=(0, 2, 1))
+        qs = b.slice(b.input("qx", (2, 22, 16)), starts=(0, 0, 0), ends=(2, 22, 16),
+                     steps=(1, 2, 2))
+        k = b.transpose(kt, perm=(0, 2, 1))
+        v = b.transpose(vt, perm=(0, 2, 1))
+        b.output(b.attention(qt, k, v, scale=0.5), b.attention(qs, k, v, scale=0.5))
+        return {}
+    compiled = check(build, LLVM)
+    assert compiled.graph.op_counts() == {"fused.attention": 2}
+    layouts = [k.layout for k in compiled.plan.kernels if k is not None]
+    assert layouts == ["mapped", "packed"]

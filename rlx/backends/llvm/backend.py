@@ -59,7 +59,8 @@ class LLVMBackend:
         self._specs: dict[int, tuple] = {}
 
     def capabilities(self) -> Capabilities:
-        return Capabilities(ops=NATIVE_OPS, fused_kinds=frozenset({"elementwise", "gemm", "norm"}),
+        return Capabilities(ops=NATIVE_OPS,
+                            fused_kinds=frozenset({"elementwise", "gemm", "norm", "attention"}),
                             blocked_attention=True, dump_formats=DUMP_FORMATS)
 
     # ---- analysis ------------------------------------------------------------------------------
@@ -106,8 +107,9 @@ class LLVMBackend:
         if isinstance(spec, AttentionSpec):
             b, nq, d = spec.q_shape
             nk, dv = spec.k_shape[1], spec.v_shape[2]
+            _, n_ops = attention.operand_maps(spec, native)
             return Generated("attention", attention.attention_module(spec, title, bits, native),
-                             attention.tasks(spec), b * nq * nk * (d + dv + 8), 7)
+                             attention.tasks(spec), b * nq * nk * (d + dv + 8), n_ops + 2)
         return None
 
     def compile(self, node: Node, ctx: KernelContext):
@@ -145,8 +147,10 @@ class LLVMBackend:
                                             transpose_b=spec.transpose_b)
         if isinstance(spec, AttentionSpec):
             return kernels.AttentionKernel(
-                *common, unusable=unusable, calls_blas=blas_calls,
-                scratch_elems=attention.block_rows(spec) * spec.k_shape[1], transpose_k=native)
+                *common, unusable=unusable, calls_blas=blas_calls, spec=spec,
+                layout=attention.layout(spec, native), native=native,
+                n_operand_ptrs=gen.n_ptrs - 2,
+                scratch_elems=attention.block_rows(spec) * spec.k_shape[1])
         return kernels.CompiledKernel(*common, unusable=unusable, calls_blas=blas_calls)
 
     def compile_many(self, nodes: Sequence[Node], ctx: KernelContext) -> list:
