@@ -192,4 +192,22 @@ def test_gelu_tanh_and_sigmoid_of_large_magnitudes():
     check(build, LLVM, rtol=1e-5, atol=1e-5)
 
 
+
+def test_float64_norms_in_both_layouts():
+    rng = np.random.default_rng(6)
+    x, c = rng.standard_normal((5, 300)), rng.standard_normal((2, 7, 40))
+
+    def build(b):
+        xv, cv = b.input("x", x.shape, "f64"), b.input("c", c.shape, "f64")
+        b.output(b.softmax(xv), b.layer_norm(xv), b.softmax(cv, axis=1), b.layer_norm(cv, axis=1))
+    b = GraphBuilder("f64norm")
+    build(b)
+    g = b.build()
+    compiled = compile_graph(g, LLVM, weights={})
+    assert compiled.report.fallback_kernels == 0
+    for r, e in zip(compiled(x, c), run_graph(g, [x, c], {})):
+        assert r.dtype == np.float64
+        np.testing.assert_allclose(r, e, rtol=1e-13, atol=1e-14)
+
+
 __all__ = ["LLVM", "LLVM_UNFUSED", "unary"]

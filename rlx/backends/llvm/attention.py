@@ -4,14 +4,18 @@
 batch entry (batch x heads) and one block of `block` query rows. Per task:
 
 1. S = scale * Q_blk K^T into the thread's scratch block (BLAS, alpha = scale);
-2. per row: S += rel_h[y] + rel_w[x] on the kh x kw key grid (the reference's
-   order: the two biases are summed first), the row max (`llvm.maxnum`),
-   e = exp(S - max) with the vectorized exp, the sum in float64, and S *= 1/sum;
-3. out[blk] = S V (BLAS).
+2. per row, in three passes over the row while it is in L1: S += rel_h[y] +
+   rel_w[x] on the kh x kw key grid (the reference's order: the two biases are
+   summed first); the row max (`llvm.maxnum`: NaN scores still give NaN rows,
+   through exp); e = exp(S - max) with the vectorized exp, stored and summed
+   (float32 chunks at full vector width, chunk sums in float64);
+3. out[blk] = E V (BLAS), and each of the Dv outputs of a row is multiplied by
+   1/sum -- Dv multiplies per row instead of Nk.
 
 So the score block is written once, normalized in cache row by row, and
 consumed by the second product; global attention over 4096 tokens never
-materializes its 4096 x 4096 matrix. `scratch` is per calling thread.
+materializes its 4096 x 4096 matrix. `scratch` is per calling thread
+(block x Nk scores, then block reciprocal sums).
 
 Operands are read through their index maps (`AttentionSpec.operands`): q, k
 and v usually are strided views into one packed qkv projection, with the
@@ -155,38 +159,44 @@ def attention_module(spec: AttentionSpec, title: str, int_bits: int, native: boo
             k_trans, ldb = km.blas_layout()
             blas.call_gemm(b, module, "f32", int_bits, ta, not k_trans, rows, nk, d,
                            float(spec.scale), q_blk, lda, k_e, ldb, 0.0, scratch, nk)
-        # 2. bias + softmax, row by row
+        # 2. bias + row max in one pass, then e = exp(s - max) and its sum; 1/sum per row is
+        #    kept (after the score block) and applied to the Dv outputs, not to the Nk scores
         h_base = entry_base(hm, e) if hm is not None else None
         w_base = entry_base(wm, e) if wm is not None else None
+        inv_rows = at(scratch, U.i64(blk * nk))
+        scale = ir.Constant(f32, float(spec.scale))
         with U.loop(b, 0, rows, "r") as r:
             row = at(scratch, b.mul(r, U.i64(nk)))
             qr = b.add(r0, r)  # query row within the entry
-            if native:
-                scale = ir.Constant(f32, float(spec.scale))
-                with U.loop(b, 0, nk, "c0") as c:
-                    U.store(b, b.fmul(U.load(b, row, c, "f32"), scale), row, c, "f32")
-            if spec.rel is not None:
-                kh, kw = spec.rel
-                with U.loop(b, 0, kh, "y") as y:
-                    h = U.load(b, params[hm.param], element(hm, h_base, qr, y), "f32")
-                    seg = b.mul(y, U.i64(kw))
-                    with U.loop(b, 0, kw, "x") as x:
-                        wv = U.load(b, params[wm.param], element(wm, w_base, qr, x), "f32")
-                        i = b.add(seg, x)
-                        U.store(b, b.fadd(U.load(b, row, i, "f32"), b.fadd(h, wv)), row, i,
-                                "f32")
-            m = _reduce(b, nk, ir.Constant(f32, float("-inf")),
-                        lambda c, acc: b.call(maxnum, [acc, U.load(b, row, c, "f32")]))
 
-            def exp_sum(c, acc):
-                ev = math_.unary(b, "exp", b.fsub(U.load(b, row, c, "f32"), m))
-                U.store(b, ev, row, c, "f32")
-                return b.fadd(acc, b.fpext(ev, U.F64), flags=("reassoc",))
-            s = _reduce(b, nk, ir.Constant(U.F64, 0.0), exp_sum)
-            inv = b.fptrunc(b.fdiv(ir.Constant(U.F64, 1.0), s), f32)
-            with U.loop(b, 0, nk, "c3") as c:
-                U.store(b, b.fmul(U.load(b, row, c, "f32"), inv), row, c, "f32")
-        # 3. out[blk] = P V
+            if native or spec.rel is not None:  # scores finished in place, one pass
+                kh, kw = spec.rel if spec.rel is not None else (1, nk)
+                with U.loop(b, 0, kh, "y") as y:
+                    seg = b.mul(y, U.i64(kw))
+                    h = None
+                    if spec.rel is not None:
+                        h = U.load(b, params[hm.param], element(hm, h_base, qr, y), "f32")
+                    with U.loop(b, 0, kw, "x") as x:
+                        i = b.add(seg, x)
+                        v = U.load(b, row, i, "f32")
+                        if native:
+                            v = b.fmul(v, scale)
+                        if h is not None:
+                            wv = U.load(b, params[wm.param], element(wm, w_base, qr, x), "f32")
+                            v = b.fadd(v, b.fadd(h, wv))
+                        U.store(b, v, row, i, "f32")
+            m = U.reduce_range(b, 0, nk, ir.Constant(f32, float("-inf")),
+                               lambda i, acc: b.call(maxnum, [acc, U.load(b, row, i, "f32")]),
+                               name="mx")
+
+            def exp_store(i):
+                ev = math_.unary(b, "exp", b.fsub(U.load(b, row, i, "f32"), m))
+                U.store(b, ev, row, i, "f32")
+                return ev
+            total = U.chunked_sum(b, nk, exp_store, name="es")
+            U.store(b, b.fptrunc(b.fdiv(ir.Constant(U.F64, 1.0), total), f32), inv_rows, r,
+                    "f32")
+        # 3. out[blk] = E V, then each output row times its 1/sum
         o_blk = at(out, b.add(b.mul(e, U.i64(nq * dv)), b.mul(r0, U.i64(dv))))
         if native:
             b.call(native_kernel(module, "f32", dv, nk), [rows, scratch, v_e, o_blk])
@@ -194,26 +204,11 @@ def attention_module(spec: AttentionSpec, title: str, int_bits: int, native: boo
             v_trans, ldv = vm.blas_layout()
             blas.call_gemm(b, module, "f32", int_bits, False, v_trans, rows, dv, nk, 1.0,
                            scratch, nk, v_e, ldv, 0.0, o_blk, dv)
+        with U.loop(b, 0, rows, "o") as r:
+            inv = U.load(b, inv_rows, r, "f32")
+            orow = at(o_blk, b.mul(r, U.i64(dv)))
+            with U.loop(b, 0, dv, "oc") as c:
+                U.store(b, b.fmul(U.load(b, orow, c, "f32"), inv), orow, c, "f32")
     b.ret_void()
     return str(module)
 
-
-def _reduce(b: ir.IRBuilder, n: int, init, body):
-    """acc = body(c, acc) for c in [0, n) (n >= 1), returned after the loop."""
-    fn = b.block.function
-    pre = b.block
-    loop = fn.append_basic_block("red.body")
-    done = fn.append_basic_block("red.done")
-    b.branch(loop)
-    b.position_at_end(loop)
-    c = b.phi(U.I64, name="c")
-    c.add_incoming(U.i64(0), pre)
-    acc = b.phi(init.type)
-    acc.add_incoming(init, pre)
-    new = body(c, acc)
-    nxt = b.add(c, U.i64(1), flags=("nsw",))
-    c.add_incoming(nxt, b.block)
-    acc.add_incoming(new, b.block)
-    b.cbranch(b.icmp_signed("<", nxt, U.i64(n)), loop, done)
-    b.position_at_end(done)
-    return new

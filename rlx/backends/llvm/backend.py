@@ -150,7 +150,7 @@ class LLVMBackend:
                 *common, unusable=unusable, calls_blas=blas_calls, spec=spec,
                 layout=attention.layout(spec, native), native=native,
                 n_operand_ptrs=gen.n_ptrs - 2,
-                scratch_elems=attention.block_rows(spec) * spec.k_shape[1])
+                scratch_elems=attention.block_rows(spec) * (spec.k_shape[1] + 1))
         return kernels.CompiledKernel(*common, unusable=unusable, calls_blas=blas_calls)
 
     def compile_many(self, nodes: Sequence[Node], ctx: KernelContext) -> list:

@@ -101,6 +101,63 @@ def loop(b: ir.IRBuilder, start, stop, name: str = "i", step: int = 1):
     b.position_at_end(done)
 
 
+def reduce_range(b: ir.IRBuilder, start, stop, init, body, name: str = "red"):
+    """acc = body(i, acc) for i in [start, stop); returns acc (init for an empty range).
+
+    The accumulator is a loop-carried phi, the form LLVM's vectorizer recognizes
+    as a reduction (given `reassoc` on a floating-point add, or min/max intrinsics).
+    """
+    start = i64(start) if isinstance(start, int) else start
+    stop = i64(stop) if isinstance(stop, int) else stop
+    fn = b.block.function
+    pre = b.block
+    body_bb = fn.append_basic_block(f"{name}.body")
+    exit_bb = fn.append_basic_block(f"{name}.exit")
+    done = fn.append_basic_block(f"{name}.done")
+    b.cbranch(b.icmp_signed("<", start, stop), body_bb, done)
+    b.position_at_end(body_bb)
+    iv = b.phi(I64, name=name)
+    iv.add_incoming(start, pre)
+    acc = b.phi(init.type)
+    acc.add_incoming(init, pre)
+    new = body(iv, acc)
+    nxt = b.add(iv, i64(1), flags=("nsw",))
+    iv.add_incoming(nxt, b.block)
+    acc.add_incoming(new, b.block)
+    b.cbranch(b.icmp_signed("<", nxt, stop), body_bb, exit_bb)
+    b.position_at_end(exit_bb)
+    b.branch(done)
+    b.position_at_end(done)
+    result = b.phi(init.type)
+    result.add_incoming(init, pre)
+    result.add_incoming(new, exit_bb)
+    return result
+
+
+#: elements summed in float32 before a partial sum goes into the float64 total
+SUM_CHUNK = 1024
+
+
+def chunked_sum(b: ir.IRBuilder, n: int, value, name: str = "sum"):
+    """sum over i in [0, n) of value(i) (a float32), returned as float64.
+
+    Chunks of `SUM_CHUNK` elements are summed in float32 with `reassoc` (so the
+    loop vectorizes at full float32 width; each vector lane adds only a few
+    terms), the chunk sums in float64 -- accurate for sums of same-sign terms
+    such as softmax denominators.
+    """
+    chunks = -(-n // SUM_CHUNK)
+
+    def chunk(ci, total):
+        lo = b.mul(ci, i64(SUM_CHUNK))
+        hi = smin(b, b.add(lo, i64(SUM_CHUNK)), i64(n))
+        part = reduce_range(b, lo, hi, ir.Constant(F32, 0.0),
+                            lambda i, acc: b.fadd(acc, value(i), flags=("reassoc",)),
+                            name=f"{name}.in")
+        return b.fadd(total, b.fpext(part, F64))
+    return reduce_range(b, 0, chunks, ir.Constant(F64, 0.0), chunk, name=f"{name}.chunk")
+
+
 def load(b: ir.IRBuilder, ptr, index, dtype: str, name: str = ""):
     """Element `index` of a buffer of rlx `dtype`, as a register value."""
     p = b.gep(ptr, [index], inbounds=True, source_etype=MEM[dtype])

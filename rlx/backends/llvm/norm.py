@@ -3,10 +3,12 @@
 Two layouts, as in the numba backend:
 
 * row (the reduced axis is innermost, e.g. LayerNorm over channels-last): a
-  task is one row. Sums are accumulated in float64 with `reassoc` on the
-  accumulating add only, so LLVM vectorizes the reduction into partial sums
-  (the order differs from a serial loop, never the precision: float64 sums of
-  float32 data). The max of softmax uses `llvm.maxnum`, which vectorizes too.
+  task is one row. LayerNorm sums are accumulated in float64 with `reassoc` on
+  the accumulating add only, so LLVM vectorizes the reduction into partial
+  sums (the order differs from a serial loop, never the precision: float64
+  sums of float32 data). Softmax sums (positive terms, no cancellation) go in
+  float32 chunks at full vector width with float64 chunk sums
+  (`irutil.chunked_sum`). The max uses `llvm.maxnum`, which vectorizes too.
 * column (the reduced axis is not innermost, e.g. LayerNorm2d over NCHW
   channels): a task is a chunk of the innermost dim, with one float64
   accumulator per column on the stack, so the vector loop runs across columns
@@ -184,11 +186,19 @@ def _row_kernel(b, fn, spec: NormSpec, ops: Operands, math_: MathLib, out_dtype:
                 return [b.call(maxnum, [accs[0], p_.x()])]
             (m,) = sweep(p1, [ir.Constant(ty, float("-inf"))])
 
-            def p2(c, env, p_, accs):
+            def exp_store(c):
+                env = Env(math_)
+                p_ = _Pass(b, spec, ops, env, bases, -1)
+                p_.load_leaves(c)
                 e = math_.unary(b, "exp", b.fsub(p_.x(), m))
                 U.store(b, e, out_ptr, out_at(c), dt)
-                return [b.fadd(accs[0], U.convert(b, e, dt, "f64"), flags=RED)]
-            (s,) = sweep(p2, [zero])
+                return e
+
+            if dt == "f32":  # float32 chunks at full vector width, chunk sums in float64
+                s = U.chunked_sum(b, n, exp_store, name="es")
+            else:
+                (s,) = sweep(lambda c, env, p_, accs: [
+                    b.fadd(accs[0], exp_store(c), flags=RED)], [zero])
             inv = U.convert(b, b.fdiv(ir.Constant(U.F64, 1.0), s), "f64", dt)
 
             def p3(c, env, p_, accs):
