@@ -262,3 +262,38 @@ def test_attention_operands_transposed_in_their_last_two_dims():
     assert compiled.graph.op_counts() == {"fused.attention": 2}
     layouts = [k.layout for k in compiled.plan.kernels if k is not None]
     assert layouts == ["mapped", "packed"]
+
+
+def test_fastmath_profile_within_looser_bounds():
+    prof = LLVM.replace(fastmath=True, name="llvm-fast")
+    check(norms, prof, rtol=1e-4, atol=1e-5)
+    check(mlp_with_residual, prof, rtol=1e-4, atol=1e-5)
+    compiled = check(elementwise_group, prof, rtol=1e-4, atol=1e-5)
+    (kernel,) = [k for k in compiled.plan.kernels if k is not None]
+    assert "fmul contract reassoc nsz arcp float" in kernel.info.source
+
+
+@pytest.mark.parametrize("m, threads, want", [
+    (4096, 2, [683] * 5 + [681]), (4900, 2, [817] * 5 + [815]), (4096, 1, [683] * 5 + [681]),
+    (7, 2, [4, 3]), (1100, 2, [550, 550])])
+def test_gemm_row_blocks_split_evenly_over_threads(m, threads, want):
+    from rlx.backends.llvm.gemm import block_rows
+
+    block = block_rows(m, threads)
+    blocks = [min(block, m - r) for r in range(0, m, block)]
+    assert blocks == want
+    assert len(blocks) % threads == 0
+
+
+def test_code_for_a_cpu_without_the_needed_features_refuses_to_run(monkeypatch):
+    from rlx.backends.llvm import target
+    from rlx.errors import RlxError
+
+    monkeypatch.setattr(target, "host_features", lambda: {"sse2", "avx"})
+    b = GraphBuilder("g")
+    b.output(b.exp(b.input("x", (2, 3))))
+    compiled = compile_graph(b.build(), LLVM.replace(device="cpu-avx512", name="llvm-512"),
+                             weights={})
+    with pytest.raises(RlxError, match=r"compiled for cpu-avx512 \(x86-64-v4\); this CPU lacks "
+                                       r"avx512f"):
+        compiled(np.zeros((2, 3), np.float32))

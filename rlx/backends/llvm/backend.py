@@ -84,15 +84,16 @@ class LLVMBackend:
 
         spec = self._spec(node, ctx)
         title = _title(node, spec)
+        fm = bool(getattr(ctx.profile, "fastmath", False))
         n_in, n_out = len(node.inputs), len(node.outputs)
         out_dts = [v.dtype for v in node.outputs]
         if isinstance(spec, ElementwiseSpec):
             return Generated("elementwise",
-                             elementwise.elementwise_module(spec, n_in, out_dts, title),
+                             elementwise.elementwise_module(spec, n_in, out_dts, title, fm),
                              elementwise.tasks(spec.nest.shape), spec.nest.numel *
                              _cost(spec.program), n_in + n_out)
         if isinstance(spec, NormSpec):
-            return Generated("norm", norm.norm_module(spec, n_in, out_dts[0], title),
+            return Generated("norm", norm.norm_module(spec, n_in, out_dts[0], title, fm),
                              norm.tasks(spec), spec.nest.numel * (_cost(spec.program) + 12),
                              n_in + 1)
         found = blas.find()
@@ -103,7 +104,7 @@ class LLVMBackend:
             p = gemm.plan(spec, transposed_operands=not native, threads=threads)
             work = math.prod(spec.out_shape) * max(p.k, 1)
             return Generated("gemm", gemm.gemm_module(spec, n_in, out_dts[0], title, native,
-                                                      bits, threads), p.tasks, work, n_in + 1)
+                                                      bits, threads, fm), p.tasks, work, n_in + 1)
         if isinstance(spec, AttentionSpec):
             b, nq, d = spec.q_shape
             nk, dv = spec.k_shape[1], spec.v_shape[2]

@@ -51,7 +51,7 @@ class Operands:
 
 def elementwise_function(module: ir.Module, spec: ElementwiseSpec, n_inputs: int,
                          out_dtypes: list[str], name: str = U.ENTRY,
-                         chunk: int | None = CHUNK) -> ir.Function:
+                         chunk: int | None = CHUNK, fastmath: bool = False) -> ir.Function:
     """Emit ``name(task_lo, task_hi, ptr...)`` computing `spec` (see module doc)."""
     nest = spec.nest
     fn = U.entry_function(module, n_inputs + len(out_dtypes), name=name)
@@ -76,7 +76,7 @@ def elementwise_function(module: ir.Module, spec: ElementwiseSpec, n_inputs: int
             jhi = U.smin(b, b.add(jlo, U.i64(chunk)), U.i64(length))
         idx = decompose(b, row, list(nest.shape[:last])) if last else []
         iv = dict(enumerate(idx))
-        env = Env(math_)
+        env = Env(math_, fastmath=fastmath)
         streamed = []
         for acc, sym in zip(nest.inputs, spec.leaf_syms):
             base = offset(b, acc, iv)
@@ -100,7 +100,7 @@ def elementwise_function(module: ir.Module, spec: ElementwiseSpec, n_inputs: int
 
 
 def elementwise_module(spec: ElementwiseSpec, n_inputs: int, out_dtypes: list[str],
-                       title: str) -> str:
+                       title: str, fastmath: bool = False) -> str:
     module = U.new_module(title)
-    elementwise_function(module, spec, n_inputs, out_dtypes)
+    elementwise_function(module, spec, n_inputs, out_dtypes, fastmath=fastmath)
     return str(module)

@@ -122,7 +122,7 @@ def epilogue_rows(spec: GemmSpec) -> int:
 
 
 def gemm_module(spec: GemmSpec, n_inputs: int, dtype: str, title: str, native: bool,
-                int_bits: int, threads: int = 1) -> str:
+                int_bits: int, threads: int = 1, fastmath: bool = False) -> str:
     """IR of the GEMM + epilogue kernel (BLAS, or the native loop when `native`)."""
     p = plan(spec, transposed_operands=not native, threads=threads)
     module = U.new_module(title)
@@ -135,7 +135,8 @@ def gemm_module(spec: GemmSpec, n_inputs: int, dtype: str, title: str, native: b
     if spec.epilogue is not None:
         g = epilogue_rows(spec)
         e = dataclasses.replace(spec.epilogue, nest=split_last(spec.epilogue.nest, g))
-        epi = elementwise_function(module, e, n_inputs, [dtype], name="epilogue", chunk=None)
+        epi = elementwise_function(module, e, n_inputs, [dtype], name="epilogue", chunk=None,
+                                   fastmath=fastmath)
     kernel = native_kernel(module, dtype, p.n, p.k) if native else None
     b = ir.IRBuilder(fn.append_basic_block("entry"))
     a_ptr0, b_ptr0, c_ptr0 = ops.ptr(spec.a), ops.ptr(spec.b), ops.out(0)

@@ -10,8 +10,6 @@ and constant trip counts let the vectorizer drop remainder checks.
 
 from __future__ import annotations
 
-import math
-
 from llvmlite import ir
 
 from rlx.backends.common.nest import Access, LoopNest
@@ -61,7 +59,3 @@ def split_last(nest: LoopNest, inner: int) -> LoopNest:
     return LoopNest(nest.shape[:-1] + (last // inner, inner),
                     tuple(acc(a) for a in nest.inputs), tuple(acc(a) for a in nest.outputs),
                     reduce)
-
-
-def rows(nest: LoopNest) -> int:
-    return math.prod(nest.shape[:-1])

@@ -76,7 +76,8 @@ class _Pass:
         return self.env.get(self.spec.x)
 
 
-def norm_module(spec: NormSpec, n_inputs: int, out_dtype: str, title: str) -> str:
+def norm_module(spec: NormSpec, n_inputs: int, out_dtype: str, title: str,
+                fastmath: bool = False) -> str:
     module = U.new_module(title)
     fn = U.entry_function(module, n_inputs + 1)
     for a in fn.args[2:]:
@@ -85,9 +86,9 @@ def norm_module(spec: NormSpec, n_inputs: int, out_dtype: str, title: str) -> st
     math_ = MathLib(module)
     b = ir.IRBuilder(fn.append_basic_block("entry"))
     if layout(spec) == "row":
-        _row_kernel(b, fn, spec, ops, math_, out_dtype)
+        _row_kernel(b, fn, spec, ops, math_, out_dtype, fastmath)
     else:
-        _column_kernel(b, fn, spec, ops, math_, out_dtype)
+        _column_kernel(b, fn, spec, ops, math_, out_dtype, fastmath)
     b.ret_void()
     return str(module)
 
@@ -112,7 +113,8 @@ def _affine(b, env: Env, spec: NormSpec, centered):
 # ---- row layout ---------------------------------------------------------------------------------
 
 
-def _row_kernel(b, fn, spec: NormSpec, ops: Operands, math_: MathLib, out_dtype: str) -> None:
+def _row_kernel(b, fn, spec: NormSpec, ops: Operands, math_: MathLib, out_dtype: str,
+                fastmath: bool) -> None:
     nest = spec.nest
     nd, r = len(nest.shape), nest.reduce
     n = nest.shape[r]
@@ -145,7 +147,7 @@ def _row_kernel(b, fn, spec: NormSpec, ops: Operands, math_: MathLib, out_dtype:
                 p = b.phi(a.type)
                 p.add_incoming(a, pre)
                 phis.append(p)
-            env = Env(math_)
+            env = Env(math_, fastmath=fastmath)
             p_ = _Pass(b, spec, ops, env, bases, -1)
             p_.load_leaves(c)
             new = body(c, env, p_, phis)
@@ -187,7 +189,7 @@ def _row_kernel(b, fn, spec: NormSpec, ops: Operands, math_: MathLib, out_dtype:
             (m,) = sweep(p1, [ir.Constant(ty, float("-inf"))])
 
             def exp_store(c):
-                env = Env(math_)
+                env = Env(math_, fastmath=fastmath)
                 p_ = _Pass(b, spec, ops, env, bases, -1)
                 p_.load_leaves(c)
                 e = math_.unary(b, "exp", b.fsub(p_.x(), m))
@@ -211,7 +213,8 @@ def _row_kernel(b, fn, spec: NormSpec, ops: Operands, math_: MathLib, out_dtype:
 # ---- column layout ------------------------------------------------------------------------------
 
 
-def _column_kernel(b, fn, spec: NormSpec, ops: Operands, math_: MathLib, out_dtype: str) -> None:
+def _column_kernel(b, fn, spec: NormSpec, ops: Operands, math_: MathLib, out_dtype: str,
+                   fastmath: bool) -> None:
     nest = spec.nest
     nd, r = len(nest.shape), nest.reduce
     last = nd - 1
@@ -250,7 +253,7 @@ def _column_kernel(b, fn, spec: NormSpec, ops: Operands, math_: MathLib, out_dty
         def sweep(body):
             with U.loop(b, 0, n, "c") as c:
                 with U.loop(b, 0, cnt, "j") as j:
-                    env = Env(math_)
+                    env = Env(math_, fastmath=fastmath)
                     p_ = _Pass(b, spec, ops, env, bases, last)
                     p_.load_leaves(c, j)
                     body(c, j, env, p_)

@@ -16,14 +16,20 @@ from rlx.backends.llvm.irutil import FLOATS, REG, const, convert
 from rlx.backends.llvm.mathlib import MathLib
 
 _FCMP = {"lt": "<", "gt": ">", "le": "<=", "ge": ">=", "eq": "=="}
+#: fast-math flags of the `fastmath` profile setting (NaN and inf keep their meaning)
+FAST_FLAGS = ("contract", "reassoc", "nsz", "arcp")
 
 
 class Env:
     """Symbol name -> IR value, plus the math library of the module being emitted."""
 
-    def __init__(self, math: MathLib, values: dict[str, ir.Value] | None = None):
+    def __init__(self, math: MathLib, values: dict[str, ir.Value] | None = None,
+                 fastmath: bool = False):
         self.math = math
         self.values = dict(values or {})
+        #: flags on the program's own float arithmetic when the profile allows fast math
+        #: (never inside the math library, whose rounding tricks need strict IEEE order)
+        self.fast = FAST_FLAGS if fastmath else ()
 
     def get(self, a):
         if isinstance(a, Sym):
@@ -47,10 +53,10 @@ def emit_instr(b: ir.IRBuilder, env: Env, ins: Instr) -> None:
     fl = in_dt in FLOATS
     if p in ("add", "sub", "mul"):
         op = {"add": (b.fadd, b.add), "sub": (b.fsub, b.sub), "mul": (b.fmul, b.mul)}[p]
-        v = (op[0] if fl else op[1])(args[0], args[1])
+        v = op[0](args[0], args[1], flags=env.fast) if fl else op[1](args[0], args[1])
     elif p == "div":
         if fl:
-            v = b.fdiv(args[0], args[1])
+            v = b.fdiv(args[0], args[1], flags=env.fast)
         else:
             q = b.fdiv(convert(b, args[0], in_dt, "f64"), convert(b, args[1], in_dt, "f64"))
             v = convert(b, q, "f64", ins.out.dtype)
