@@ -42,7 +42,8 @@ def test_every_stage_of_the_pipeline_computes_the_same(sink, lower_attention):
     gone = {"linear", "window_partition", "window_unpartition"} | (
         {"attention"} if lower_attention else set())
     assert not gone & set(counts), counts
-    assert counts.get("attention", 0) == (0 if lower_attention else 1)
+    attention = counts.get("attention", 0) + counts.get("fused.attention", 0)  # fuse-attention
+    assert attention == (0 if lower_attention else 1)
     assert counts["conv2d"] == 1                 # the grouped one stays for the backend
     assert counts["max_pool2d"] == 1             # the overlapping one stays
     assert "conv_transpose2d" not in counts and "gather" not in counts
