@@ -133,7 +133,7 @@ class NumbaBackend:
         raise ValueError(f"unknown spec {type(spec).__name__}")
 
     def compile_many(self, nodes: Sequence[Node], ctx: KernelContext) -> list:
-        from rlx.backends.numba import threads
+        from rlx.backends.common import threads
 
         threads.configure(ctx.profile.effective_threads)
         _check_device(ctx.profile.device)

@@ -15,7 +15,7 @@ import numpy as np
 from rlx.backends.base import KernelInfo
 from rlx.backends.common.nest import Access, LoopNest
 from rlx.backends.common.spec import OUT, AttentionSpec, GemmSpec, HostSpec
-from rlx.backends.numba import threads
+from rlx.backends.common import threads
 from rlx.ir.types import numpy_dtype
 
 
