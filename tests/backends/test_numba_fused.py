@@ -241,3 +241,19 @@ def test_attention_with_split_batch_operands():
         return {}
     compiled = check(build)
     assert compiled.graph.op_counts() == {"fused.attention": 1}
+
+
+def test_nested_task_splitting_runs_inline_instead_of_deadlocking():
+    from rlx.backends.common import threads
+
+    threads.configure(2)
+    seen = []
+
+    def inner(lo, hi):
+        seen.append((lo, hi))
+
+    def outer(lo, hi):
+        threads.run_tasks(inner, 4, (), work=1 << 30, nthreads=2)
+
+    threads.run_tasks(outer, 2, (), work=1 << 30, nthreads=2)
+    assert sorted(seen) == [(0, 2), (0, 4), (2, 4)]  # main thread split; the worker ran inline

@@ -24,6 +24,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 
 _lock = threading.Lock()
+_PREFIX = "rlx-kernel"
 _pool: ThreadPoolExecutor | None = None
 _pool_size = 0
 _blas_setter = None
@@ -111,7 +112,7 @@ def configure(threads: int) -> None:
         if threads > _pool_size:
             if _pool is not None:
                 _pool.shutdown(wait=True)
-            _pool = ThreadPoolExecutor(threads - 1, thread_name_prefix="rlx-kernel") \
+            _pool = ThreadPoolExecutor(threads - 1, thread_name_prefix=_PREFIX) \
                 if threads > 1 else None
             _pool_size = threads
 
@@ -125,7 +126,8 @@ def run_tasks(fn, n_tasks: int, args: tuple, work: int, nthreads: int | None = N
     thread is one of them) when `work` is large enough to pay for the hand-off."""
     pool = _pool
     nthreads = min(nthreads or _pool_size, _pool_size)
-    if pool is None or nthreads < 2 or n_tasks < 2 or work < PARALLEL_MIN_WORK:
+    nested = threading.current_thread().name.startswith(_PREFIX)  # never wait on our own pool
+    if pool is None or nested or nthreads < 2 or n_tasks < 2 or work < PARALLEL_MIN_WORK:
         fn(0, n_tasks, *args)
         return
     parts = min(nthreads, n_tasks)
