@@ -155,7 +155,7 @@ class LLVMBackend:
         return kernels.CompiledKernel(*common, unusable=unusable, calls_blas=blas_calls)
 
     def compile_many(self, nodes: Sequence[Node], ctx: KernelContext) -> list:
-        from rlx.backends.numba import threads
+        from rlx.backends.common import threads
 
         threads.configure(ctx.profile.effective_threads)
         return [self.compile(n, ctx) for n in nodes]

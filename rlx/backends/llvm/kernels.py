@@ -16,11 +16,10 @@ import threading
 import numpy as np
 
 from rlx.backends.base import KernelInfo
+from rlx.backends.common import threads  # the kernel pool and BLAS control shared by backends
 from rlx.backends.reference.backend import ReferenceKernel
 from rlx.errors import RlxError
 from rlx.ir.graph import Node
-
-from rlx.backends.numba import threads  # the shared kernel pool and BLAS thread control
 
 
 def _address(a: np.ndarray | None, keep: list) -> int | None:
