@@ -218,7 +218,9 @@ class AttentionKernel:
         self.work = b * nq * self.nk * (spec.q_shape[2] + spec.v_shape[2] + 8)
 
     def _part(self, lo, hi, q, kt, v, rh, rw, out):  # kt: k, transposed per entry below
-        scratch = score_scratch(self.block * self.nk)
+        scratch = score_scratch(self.block * self.nk + self.block)
+        inv_all = scratch[self.block * self.nk:]
+        scratch = scratch[:self.block * self.nk]
         scale = np.float32(self.spec.scale)
         has_rel = rh is not None
         nq = self.spec.q_shape[1]
@@ -234,8 +236,11 @@ class AttentionKernel:
                 w = _entry(rw, bi)[None, r0:r1]
             else:
                 h = w = self._empty
-            self.fn(0, rows, s, h, w, scale, has_rel)
-            np.matmul(s[0], _entry(v, bi), out=out[bi, r0:r1])
+            inv = inv_all[:rows]
+            self.fn(0, rows, s, h, w, scale, has_rel, inv)
+            dest = out[bi, r0:r1]
+            np.matmul(s[0], _entry(v, bi), out=dest)
+            dest *= inv[:, None]  # softmax normalization, deferred to the narrow output
 
     def __call__(self, inputs, outputs) -> None:
         q, k, v, rh, rw = [None if op is None else _strided(inputs[op[0]], op[1])
