@@ -57,7 +57,7 @@ class Source:
                 "import math",
                 "import numpy as np",
                 "from numba import njit, types as nt",
-                "from rlx.backends.numba.prelude import erf32, exp32, tanh32",
+                "from rlx.backends.numba.prelude import erf32, exp32, row_max, row_sum64, tanh32",
                 ""]
         for (dtype, value), name in self.consts.items():
             v = value if value not in ("inf", "-inf", "nan") else f"float({value!r})"
@@ -443,15 +443,10 @@ def attention_softmax_source(fastmath: bool) -> str:
         "    else:",
         "        for c in range(nk):",
         "            row[c] = row[c] * scale",
-        "    m = row[0]",
-        "    for c in range(nk):",
-        "        if row[c] > m:",
-        "            m = row[c]",
+        "    m = row_max(row)",
         "    for c in range(nk):",
         "        row[c] = exp32(row[c] - m)",
-        "    total = 0.0",
-        "    for c in range(nk):",
-        "        total += row[c]",
+        "    total = row_sum64(row)",
         "    inv[task] = np.float32(1.0 / total)",
     ]:
         src.emit(line, 1)

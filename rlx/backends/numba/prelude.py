@@ -132,3 +132,59 @@ def tanh32(x0):
     q = q * x2 + _TB0
     r = p / q
     return x0 if abs(x0) < _TANH_TINY else r
+
+
+# ---- row reductions in independent lanes ---------------------------------------------------
+#
+# A plain `for c: total += row[c]` is a chain of dependent adds (one per FP-add latency)
+# and LLVM may not reorder it without fast-math. Eight independent partial results
+# are an exact re-bracketing chosen here, not by the compiler: the result is
+# deterministic, the loop runs at throughput instead of latency, and the SLP
+# vectorizer can pack the lanes. (max is exact in any order.)
+
+
+@njit(inline="always", error_model="numpy")
+def row_max(row):
+    n = row.shape[0]
+    m0 = m1 = m2 = m3 = m4 = m5 = m6 = m7 = row[0]
+    n8 = n - n % 8
+    for c in range(0, n8, 8):
+        v0, v1, v2, v3 = row[c], row[c + 1], row[c + 2], row[c + 3]
+        v4, v5, v6, v7 = row[c + 4], row[c + 5], row[c + 6], row[c + 7]
+        m0 = v0 if v0 > m0 else m0
+        m1 = v1 if v1 > m1 else m1
+        m2 = v2 if v2 > m2 else m2
+        m3 = v3 if v3 > m3 else m3
+        m4 = v4 if v4 > m4 else m4
+        m5 = v5 if v5 > m5 else m5
+        m6 = v6 if v6 > m6 else m6
+        m7 = v7 if v7 > m7 else m7
+    for c in range(n8, n):
+        v0 = row[c]
+        m0 = v0 if v0 > m0 else m0
+    a = m0 if m0 > m1 else m1
+    b = m2 if m2 > m3 else m3
+    d = m4 if m4 > m5 else m5
+    e = m6 if m6 > m7 else m7
+    a = a if a > b else b
+    d = d if d > e else e
+    return a if a > d else d
+
+
+@njit(inline="always", error_model="numpy")
+def row_sum64(row):
+    n = row.shape[0]
+    s0 = s1 = s2 = s3 = s4 = s5 = s6 = s7 = 0.0
+    n8 = n - n % 8
+    for c in range(0, n8, 8):
+        s0 += row[c]
+        s1 += row[c + 1]
+        s2 += row[c + 2]
+        s3 += row[c + 3]
+        s4 += row[c + 4]
+        s5 += row[c + 5]
+        s6 += row[c + 6]
+        s7 += row[c + 7]
+    for c in range(n8, n):
+        s0 += row[c]
+    return ((s0 + s1) + (s2 + s3)) + ((s4 + s5) + (s6 + s7))
