@@ -451,8 +451,8 @@ def attention_softmax_source(fastmath: bool) -> str:
     ]:
         src.emit(line, 1)
     sig = ("nt.void(nt.int64, nt.int64, nt.Array(nt.float32, 3, 'C'), "
-           "nt.Array(nt.float32, 3, 'A', readonly=True), "
-           "nt.Array(nt.float32, 3, 'A', readonly=True), nt.float32, nt.boolean, "
+           "nt.Array(nt.float32, 3, 'C', readonly=True), "
+           "nt.Array(nt.float32, 3, 'C', readonly=True), nt.float32, nt.boolean, "
            "nt.Array(nt.float32, 1, 'C'))")
     return src.module(sig, flags(fastmath), ["task_lo", "task_hi", "s", "rh", "rw", "scale",
                                              "has_rel", "inv"])

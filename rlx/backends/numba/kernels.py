@@ -231,9 +231,9 @@ class AttentionKernel:
             rows = r1 - r0
             s = scratch[:rows * self.nk].reshape(1, rows, self.nk)
             np.matmul(_entry(q, bi)[r0:r1], np.swapaxes(_entry(kt, bi), 0, 1), out=s[0])
-            if has_rel:
-                h = _entry(rh, bi)[None, r0:r1]
-                w = _entry(rw, bi)[None, r0:r1]
+            if has_rel:  # small row blocks, made contiguous so the bias loop vectorizes
+                h = np.ascontiguousarray(_entry(rh, bi)[None, r0:r1])
+                w = np.ascontiguousarray(_entry(rw, bi)[None, r0:r1])
             else:
                 h = w = self._empty
             inv = inv_all[:rows]

@@ -173,18 +173,34 @@ def row_max(row):
 
 @njit(inline="always", error_model="numpy")
 def row_sum64(row):
+    """Sum of a float32 row: 16 float32 lanes over chunks of 128, chunk totals in float64
+    (each lane adds 8 values, so the float32 part stays within a few ulp)."""
     n = row.shape[0]
-    s0 = s1 = s2 = s3 = s4 = s5 = s6 = s7 = 0.0
-    n8 = n - n % 8
-    for c in range(0, n8, 8):
-        s0 += row[c]
-        s1 += row[c + 1]
-        s2 += row[c + 2]
-        s3 += row[c + 3]
-        s4 += row[c + 4]
-        s5 += row[c + 5]
-        s6 += row[c + 6]
-        s7 += row[c + 7]
-    for c in range(n8, n):
-        s0 += row[c]
-    return ((s0 + s1) + (s2 + s3)) + ((s4 + s5) + (s6 + s7))
+    total = 0.0
+    n128 = n - n % 128
+    for c0 in range(0, n128, 128):
+        s0 = s1 = s2 = s3 = s4 = s5 = s6 = s7 = np.float32(0.0)
+        s8 = s9 = s10 = s11 = s12 = s13 = s14 = s15 = np.float32(0.0)
+        for c in range(c0, c0 + 128, 16):
+            s0 += row[c]
+            s1 += row[c + 1]
+            s2 += row[c + 2]
+            s3 += row[c + 3]
+            s4 += row[c + 4]
+            s5 += row[c + 5]
+            s6 += row[c + 6]
+            s7 += row[c + 7]
+            s8 += row[c + 8]
+            s9 += row[c + 9]
+            s10 += row[c + 10]
+            s11 += row[c + 11]
+            s12 += row[c + 12]
+            s13 += row[c + 13]
+            s14 += row[c + 14]
+            s15 += row[c + 15]
+        a = ((s0 + s1) + (s2 + s3)) + ((s4 + s5) + (s6 + s7))
+        b = ((s8 + s9) + (s10 + s11)) + ((s12 + s13) + (s14 + s15))
+        total += np.float64(a) + np.float64(b)
+    for c in range(n128, n):
+        total += row[c]
+    return total
