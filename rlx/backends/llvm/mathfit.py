@@ -44,10 +44,11 @@ def fits() -> dict:
     # erf(x) = x P(x^2) on |x| <= 1, relative error
     x = chebyshev_nodes(1e-4, 1.0)
     out["ERF_SMALL"] = lawson(x, erf(x) / x, [2 * k for k in range(7)], x)
-    # erfc(x) = exp(-x^2) R(x) on [1, 4], R a polynomial in s = 1/x - 0.625; absolute error
+    # erfc(x) = exp(-x^2) R(x) on [1, 4], R a polynomial in u = x - 2.5; absolute error
+    # (weight exp(-x^2)), so no division is needed
     x = chebyshev_nodes(1.0, 4.0)
     rx = erfc(x) * np.exp(x * x)
-    out["ERFC_R"] = lawson(1 / x - 0.625, rx, range(10), np.exp(-x * x))
+    out["ERFC_R"] = lawson(x - 2.5, rx, range(10), np.exp(-x * x))
     # tanh(x) = x + x^3 P(x^2) on |x| <= 0.625, relative error
     x = chebyshev_nodes(1e-4, 0.625)
     out["TANH_SMALL"] = lawson(x, (np.tanh(x) - x) / x ** 3, [2 * k for k in range(6)],
