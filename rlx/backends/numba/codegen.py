@@ -57,7 +57,8 @@ class Source:
                 "import math",
                 "import numpy as np",
                 "from numba import njit, types as nt",
-                "from rlx.backends.numba.prelude import erf32, exp32, row_max, row_sum64, tanh32",
+                "from rlx.backends.numba.prelude import (erf32, exp32, row_max, row_sqdev64,",
+                "                                        row_sum64, tanh32)",
                 ""]
         for (dtype, value), name in self.consts.items():
             v = value if value not in ("inf", "-inf", "nan") else f"float({value!r})"
@@ -261,6 +262,12 @@ def norm_source(spec: NormSpec, in_dtypes: list[str], out_dtype: str, fastmath: 
     x, out = _arg(src, spec.x), _arg(src, spec.out)
     ln = spec.op == "layer_norm"
     src.emit(f"nc = {sizes[r]}", 1)
+    if layout == "row" and out_dtype == "f32" and spec.x.dtype == "f32" and \
+            nest.outputs[0].is_contiguous_over(nest.shape):
+        _norm_rows_staged(src, spec, nest, sizes, prologue, epilogue, x, out, ln)
+        args = ["task_lo", "task_hi"] + [f"a{k}" for k in range(len(nest.inputs))] + ["o0"]
+        sig = _signature(_dense_dtypes(nest, in_dtypes, [out_dtype]))
+        return src.module(sig, flags(fastmath), args)
     if layout == "row":
         outer = [d for d in range(nd) if d != r]
         src.emit("for task in range(task_lo, task_hi):", 1)
@@ -411,6 +418,66 @@ def norm_source(spec: NormSpec, in_dtypes: list[str], out_dtype: str, fastmath: 
     args = ["task_lo", "task_hi"] + [f"a{k}" for k in range(len(nest.inputs))] + ["o0"]
     sig = _signature(_dense_dtypes(nest, in_dtypes, [out_dtype]))
     return src.module(sig, flags(fastmath), args)
+
+
+def _norm_rows_staged(src: Source, spec: NormSpec, nest: LoopNest, sizes, prologue, epilogue,
+                      x: str, out: str, ln: bool) -> None:
+    """Row norms staged through the output row: the prologue is evaluated once into the
+    output, the statistics come from lane-split row reductions (prelude), and the last
+    pass normalizes in place and applies the epilogue. Every pass is a plain loop over
+    a row in L1 that LLVM vectorizes."""
+    nd = len(nest.shape)
+    r = nest.reduce
+    outer = [d for d in range(nd) if d != r]
+    names = {d: f"i{d}" for d in outer}
+    src.emit("for task in range(task_lo, task_hi):", 1)
+    _decompose(src, "task", outer, sizes, 2)
+    streamed = []
+    for k, acc in enumerate(nest.inputs):
+        idx = dict(names)
+        if r in acc.dims():
+            idx[r] = ":"
+            src.emit(f"r{k} = a{k}{_index(acc, idx)}", 2)
+            streamed.append(k)
+        else:
+            src.emit(f"{spec.leaf_syms[k].name} = a{k}{_index(acc, idx)}", 2)
+    idx = dict(names)
+    idx[r] = ":"
+    src.emit(f"w0 = o0{_index(nest.outputs[0], idx)}", 2)
+
+    def loads(indent):
+        for k in streamed:
+            src.emit(f"{spec.leaf_syms[k].name} = r{k}[c]", indent)
+
+    src.emit("for c in range(nc):", 2)
+    loads(3)
+    for ins in prologue:
+        src.emit(instr_line(src, ins), 3)
+    src.emit(f"w0[c] = {x}", 3)
+    y = spec.y.name
+    if ln:
+        src.emit("mean = row_sum64(w0) / nc", 2)
+        src.emit("rstd = 1.0 / np.sqrt(row_sqdev64(w0, np.float32(mean)) / nc + "
+                 f"{spec.eps!r})", 2)
+        src.emit("for c in range(nc):", 2)
+        loads(3)
+        expr = "(w0[c] - mean) * rstd"
+        if spec.weight is not None:
+            expr = f"({expr}) * {spec.weight.name}"
+        if spec.bias is not None:
+            expr = f"{expr} + {spec.bias.name}"
+        src.emit(f"{y} = np.float32({expr})", 3)
+    else:
+        src.emit("m = row_max(w0)", 2)
+        src.emit("for c in range(nc):", 2)
+        src.emit("w0[c] = exp32(w0[c] - m)", 3)
+        src.emit("inv = np.float32(1.0 / row_sum64(w0))", 2)
+        src.emit("for c in range(nc):", 2)
+        loads(3)
+        src.emit(f"{y} = w0[c] * inv", 3)
+    for ins in epilogue:
+        src.emit(instr_line(src, ins), 3)
+    src.emit(f"w0[c] = {out}", 3)
 
 
 # ---- fixed kernels (same source for every shape) --------------------------------------------

@@ -204,3 +204,35 @@ def row_sum64(row):
     for c in range(n128, n):
         total += row[c]
     return total
+
+
+@njit(inline="always", error_model="numpy")
+def row_sqdev64(row, mean):
+    """Sum of (row - mean)^2, lane-split like `row_sum64` (mean is float32)."""
+    n = row.shape[0]
+    total = 0.0
+    n128 = n - n % 128
+    for c0 in range(0, n128, 128):
+        s0 = s1 = s2 = s3 = s4 = s5 = s6 = s7 = np.float32(0.0)
+        for c in range(c0, c0 + 128, 8):
+            d0 = row[c] - mean
+            d1 = row[c + 1] - mean
+            d2 = row[c + 2] - mean
+            d3 = row[c + 3] - mean
+            d4 = row[c + 4] - mean
+            d5 = row[c + 5] - mean
+            d6 = row[c + 6] - mean
+            d7 = row[c + 7] - mean
+            s0 += d0 * d0
+            s1 += d1 * d1
+            s2 += d2 * d2
+            s3 += d3 * d3
+            s4 += d4 * d4
+            s5 += d5 * d5
+            s6 += d6 * d6
+            s7 += d7 * d7
+        total += np.float64(((s0 + s1) + (s2 + s3)) + ((s4 + s5) + (s6 + s7)))
+    for c in range(n128, n):
+        d = row[c] - mean
+        total += d * d
+    return total
