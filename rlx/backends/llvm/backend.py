@@ -11,12 +11,14 @@ reductions) runs through numpy.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from dataclasses import dataclass
 from typing import Sequence
 
 from rlx.backends.base import Capabilities, KernelContext, KernelInfo
+from rlx.backends.common.scalar import ScalarProgram
 from rlx.backends.common.spec import (COPY_OPS, HOST_OPS, AttentionSpec, ElementwiseSpec,
                                       GemmSpec, HostSpec, NormSpec, describe)
 from rlx.errors import RlxError
@@ -52,11 +54,27 @@ def _cost(program) -> int:
     return 1 + sum(8 if i.prim in _HEAVY else 1 for i in program.instrs)
 
 
+def _canon(obj):
+    """A hashable value that determines `obj` (a kernel spec) completely."""
+    if isinstance(obj, ScalarProgram):
+        return ("program", str(obj), tuple(obj.inputs))
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return (type(obj).__name__,) + tuple(_canon(getattr(obj, f.name))
+                                             for f in dataclasses.fields(obj))
+    if isinstance(obj, (list, tuple)):
+        return tuple(_canon(x) for x in obj)
+    if isinstance(obj, dict):
+        return tuple(sorted((k, _canon(v)) for k, v in obj.items()))
+    return obj
+
+
 class LLVMBackend:
     name = "llvm"
 
     def __init__(self):
         self._specs: dict[int, tuple] = {}
+        #: generated IR by everything it depends on: the blocks of a ViT share entries
+        self._generated: dict[tuple, Generated | None] = {}
 
     def capabilities(self) -> Capabilities:
         return Capabilities(ops=NATIVE_OPS,
@@ -80,11 +98,24 @@ class LLVMBackend:
 
     def generate(self, node: Node, ctx: KernelContext) -> Generated | None:
         """The IR module of `node`'s kernel (None for host kernels)."""
-        from rlx.backends.llvm import attention, blas, elementwise, gemm, norm
+        from rlx.backends.llvm import blas
 
         spec = self._spec(node, ctx)
+        found = blas.find()
+        settings = (bool(getattr(ctx.profile, "fastmath", False)),
+                    getattr(ctx.profile, "gemm", "blas") == "native" or found is None,
+                    found.int_bits if found is not None else 64, ctx.profile.effective_threads)
+        key = (_canon(spec), _title(node, spec), len(node.inputs),
+               tuple(v.dtype for v in node.outputs), settings)
+        if key not in self._generated:
+            self._generated[key] = self._generate(node, spec, *settings)
+        return self._generated[key]
+
+    def _generate(self, node: Node, spec, fm: bool, native: bool, bits: int,
+                  threads: int) -> Generated | None:
+        from rlx.backends.llvm import attention, elementwise, gemm, norm
+
         title = _title(node, spec)
-        fm = bool(getattr(ctx.profile, "fastmath", False))
         n_in, n_out = len(node.inputs), len(node.outputs)
         out_dts = [v.dtype for v in node.outputs]
         if isinstance(spec, ElementwiseSpec):
@@ -96,11 +127,7 @@ class LLVMBackend:
             return Generated("norm", norm.norm_module(spec, n_in, out_dts[0], title, fm),
                              norm.tasks(spec), spec.nest.numel * (_cost(spec.program) + 12),
                              n_in + 1)
-        found = blas.find()
-        native = getattr(ctx.profile, "gemm", "blas") == "native" or found is None
-        bits = found.int_bits if found is not None else 64
         if isinstance(spec, GemmSpec):
-            threads = ctx.profile.effective_threads
             p = gemm.plan(spec, transposed_operands=not native, threads=threads)
             work = math.prod(spec.out_shape) * max(p.k, 1)
             return Generated("gemm", gemm.gemm_module(spec, n_in, out_dts[0], title, native,
