@@ -183,6 +183,15 @@ def test_zero_size_tensors():
     assert [r.shape for r in got] == [(0, 5), (3, 0, 4), (3, 0, 4)]
 
 
+@pytest.mark.parametrize("gemm", ["blas", "native"])
+def test_empty_contraction_gives_zeros(gemm):
+    b = GraphBuilder("k0")
+    b.output(b.add(b.matmul(b.input("a", (3, 0)), b.input("w", (0, 4))), 1.0))
+    compiled = compile_graph(b.build(), LLVM.replace(gemm=gemm, name=f"llvm-{gemm}"), weights={})
+    (y,) = compiled(np.zeros((3, 0), np.float32), np.zeros((0, 4), np.float32))
+    np.testing.assert_array_equal(y, np.ones((3, 4), np.float32))
+
+
 def test_gelu_tanh_and_sigmoid_of_large_magnitudes():
     def build(b):
         x = b.input("x", (4, 300))
