@@ -202,6 +202,7 @@ def test_equal_kernels_share_one_compiled_function():
     kernels = [k for k in compiled.plan.kernels if k is not None]
     assert len(kernels) == 3 and len({k.info.extra["key"] for k in kernels}) == 1
     assert len({k.fn_address for k in kernels}) == 1
+    assert kernels[1].info.from_cache and kernels[2].info.from_cache  # nothing compiled again
 
 
 def test_weights_bound_as_strided_views_are_accepted():

@@ -41,6 +41,7 @@ class Loaded:
 
     address: int
     tracker: object
+    #: True when nothing was compiled: read from disk, or already linked in this process
     from_cache: bool
     seconds: float
     key: str
@@ -80,8 +81,8 @@ def load(ir_text: str, target: Target, cache, imports: dict[str, int]) -> Loaded
         else:
             key = cache_key(ir_text, target, cache)
         hit = _loaded.get(key)
-        if hit is not None:
-            return hit
+        if hit is not None:  # linked earlier in this process: nothing compiled now
+            return Loaded(hit.address, hit.tracker, True, 0.0, key)
         t0 = time.perf_counter()
         loaded = None
         if cache is not None:
