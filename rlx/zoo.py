@@ -35,6 +35,12 @@ class ModelSpec:
     #: (subgraph, seed) -> example inputs for benchmarks (default: random normal)
     example_inputs: Callable[[str, int], list[np.ndarray]] | None = None
     aliases: tuple[str, ...] = ()
+    #: other implementations of the same subgraphs, for side-by-side benchmarks
+    #: (``rlx bench --peer NAME``): name -> factory(subgraph, weights, threads)
+    #: returning a callable on the same numpy inputs (returning a list of numpy
+    #: outputs), or None when the peer has no counterpart of that subgraph. A
+    #: factory raises ImportError when its own dependencies (torch, ...) are missing.
+    peers: dict[str, Callable] = field(default_factory=dict)
 
     def build(self, subgraph: str | None = None) -> Graph:
         name = subgraph or next(iter(self.subgraphs))

@@ -11,6 +11,7 @@ from __future__ import annotations
 from rlx.zoo import ModelSpec, register_model
 
 from .builder import branch_builders
+from .official import torch_peer
 from .weights import extract_neck_weights, synthetic_weights
 
 NAME = "sam3-neck"
@@ -24,4 +25,5 @@ def register() -> None:
         subgraphs=branch_builders(),
         synthetic_weights=synthetic_weights,
         load_weights=extract_neck_weights,
+        peers={"torch": torch_peer},
     ))

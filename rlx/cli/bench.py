@@ -7,7 +7,9 @@ Reports min and median wall time, GFLOP/s from the graph's own FLOP count
 resident memory after the runs (RSS high-water mark; it only grows, so later
 rows include earlier ones — bench one profile per process for a clean figure).
 Several profiles (`--profile a --profile b` or `--profile a,b`) print side by
-side per subgraph.
+side per subgraph. `--peer NAME` adds rows for another implementation the
+model registered (e.g. ``torch``: the official PyTorch module) on the same
+weights and inputs, timed the same way in the same run.
 """
 
 from __future__ import annotations
@@ -31,6 +33,9 @@ def add_arguments(p) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed of synthetic weights and inputs")
     p.add_argument("--device", choices=DEVICES,
                    help="target CPU (overrides the profile's device)")
+    p.add_argument("--peer", action="append", default=[],
+                   help="also time this peer implementation registered by the model (e.g. torch;"
+                        " repeatable; `all` for every peer)")
     p.add_argument("--json", action="store_true", help="print JSON instead of the table")
 
 
@@ -60,12 +65,7 @@ def bench_one(spec, name: str, profile, weights, inputs, repeat: int) -> dict:
     compiled = compile_graph(spec.build(name), profile)
     compile_s = time.perf_counter() - t0
     compiled.bind(weights)
-    compiled(*inputs)  # warm-up (first-touch of the arena, BLAS buffers)
-    times = []
-    for _ in range(repeat):
-        t = time.perf_counter()
-        compiled(*inputs)
-        times.append(time.perf_counter() - t)
+    times = time_calls(compiled, inputs, repeat)  # warm-up first-touches arena and BLAS buffers
     med = statistics.median(times)
     r = compiled.report
     return {
@@ -76,6 +76,38 @@ def bench_one(spec, name: str, profile, weights, inputs, repeat: int) -> dict:
         "kernels": r.kernels, "fallback_kernels": r.fallback_kernels,
         "from_cache": r.from_cache,
     }
+
+
+def time_calls(fn, inputs, repeat: int) -> list[float]:
+    fn(*inputs)  # warm-up
+    times = []
+    for _ in range(repeat):
+        t = time.perf_counter()
+        fn(*inputs)
+        times.append(time.perf_counter() - t)
+    return times
+
+
+def bench_peer(spec, name: str, peer: str, weights, inputs, repeat: int, threads: int,
+               flops: int) -> dict | None:
+    """A row for a registered peer, None if it has no counterpart of this subgraph."""
+    from rlx.errors import RlxError
+
+    factory = spec.peers[peer]
+    t0 = time.perf_counter()
+    try:
+        fn = factory(name, weights, threads)
+    except ImportError as e:
+        raise RlxError(f"peer {peer!r} of {spec.name} is not available: {e}") from None
+    if fn is None:
+        return None
+    setup_s = time.perf_counter() - t0
+    times = time_calls(fn, inputs, repeat)
+    med = statistics.median(times)
+    return {"subgraph": name, "profile": peer, "backend": peer, "min_s": min(times),
+            "median_s": med, "repeat": repeat, "gflops": flops / med / 1e9 if med > 0 else 0.0,
+            "flops": flops, "peak_rss_mb": peak_rss_bytes() / 2 ** 20, "compile_s": setup_s,
+            "kernels": 0, "fallback_kernels": 0, "from_cache": False}
 
 
 def run(args) -> int:
@@ -94,11 +126,21 @@ def run(args) -> int:
         weights = spec.load_weights(args.checkpoint)
     else:
         weights = spec.synthetic_weights(args.seed)
+    peers = list(spec.peers) if "all" in args.peer else args.peer
+    unknown = [p for p in peers if p not in spec.peers]
+    if unknown:
+        raise RlxError(f"model {spec.name} has no peer {', '.join(unknown)}; peers: "
+                       f"{', '.join(spec.peers) or 'none'}")
     rows = []
     for name in names:
         inputs = spec.inputs_for(name, args.seed)
         for profile in profiles:
             rows.append(bench_one(spec, name, profile, weights, inputs, args.repeat))
+        for peer in peers:
+            row = bench_peer(spec, name, peer, weights, inputs, args.repeat,
+                             profiles[0].effective_threads, rows[-1]["flops"])
+            if row is not None:
+                rows.append(row)
     if args.json:
         print(json.dumps({"model": spec.name, "synthetic_weights": not args.checkpoint,
                           "rows": rows}, indent=1))

@@ -19,65 +19,20 @@ kernel shows.
 
 from __future__ import annotations
 
-import importlib.util
-import os
-import sys
 from typing import Dict
 
 import numpy as np
 import torch
 from torch import nn
 
-import importlib.metadata as _md
-
-
-def _sam3_file(relative: str) -> str:
-    dist = _md.distribution("sam3")  # PackageNotFoundError if the reference is missing
-    path = os.path.join(str(dist.locate_file("sam3")), relative)
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"official sam3 file {path} not found (is sam3 installed?)")
-    return path
-
-
-def _load(relative: str, name: str):
-    if name in sys.modules:
-        return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, _sam3_file(relative))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    sys.modules[name] = module
-    return module
-
-
-def necks_module():
-    return _load("model/necks.py", "_official_sam3_necks")
-
-
-def position_encoding_module():
-    return _load("model/position_encoding.py", "_official_sam3_position_encoding")
-
-
-class StandInTrunk(nn.Module):
-    """Returns the given feature as the trunk's only output, like the ViT's last level."""
-
-    def __init__(self, channels: int = 1024):
-        super().__init__()
-        self.channel_list = [channels]
-
-    def forward(self, x):
-        return [x]
-
-
-def position_encoding(d_model: int = 256):
-    return position_encoding_module().PositionEmbeddingSine(
-        num_pos_feats=d_model, normalize=True, scale=None, temperature=10000)
+from models.sam3.official import (  # noqa: F401  (re-exported for the tests)
+    build_official_neck as _build_default, necks_module, position_encoding,
+    position_encoding_module)
 
 
 def build_official_neck(seed: int = 0, in_channels: int = 1024, d_model: int = 256,
                         add_sam2_neck: bool = False) -> nn.Module:
-    neck = necks_module().Sam3DualViTDetNeck(
-        trunk=StandInTrunk(in_channels), position_encoding=position_encoding(d_model),
-        d_model=d_model, scale_factors=[4.0, 2.0, 1.0, 0.5], add_sam2_neck=add_sam2_neck)
+    neck = _build_default(in_channels, d_model, add_sam2_neck)
     redraw(neck, seed)
     return neck.eval()
 

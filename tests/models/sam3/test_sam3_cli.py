@@ -51,3 +51,37 @@ def test_unknown_subgraph_is_one_line_error():
     assert r.returncode == 2
     assert "branch_8x" in r.stderr and "branch_0_5x" in r.stderr
     assert "Traceback" not in r.stderr
+
+
+def test_bench_times_the_official_module_beside_rlx():
+    import json
+
+    r = rlx("bench", "sam3-neck", "-s", "branch_0_5x", "-p", "reference", "--peer", "torch",
+            "-n", "1", "--json")
+    assert r.returncode == 0, r.stderr
+    rows = json.loads(r.stdout)["rows"]
+    assert [(row["subgraph"], row["profile"]) for row in rows] == \
+        [("branch_0_5x", "reference"), ("branch_0_5x", "torch")]
+    assert rows[1]["median_s"] > 0 and rows[1]["flops"] == rows[0]["flops"]
+
+
+def test_torch_peer_computes_the_same_branch():
+    import numpy as np
+
+    from models.sam3.official import torch_peer
+    from rlx.backends.reference import run_graph
+    from rlx.zoo import get_model
+
+    spec = get_model("sam3-neck")
+    weights = spec.synthetic_weights(3)
+    x = spec.inputs_for("branch_1x", 3)
+    (ours,) = run_graph(spec.build("branch_1x"), x, weights)
+    (theirs,) = torch_peer("branch_1x", weights, 2)(*x)
+    assert np.abs(ours - theirs).max() < 1e-4
+    assert torch_peer("not_a_branch", weights, 2) is None
+
+
+def test_bench_unknown_peer_is_one_line():
+    r = rlx("bench", "sam3-neck", "-s", "branch_0_5x", "--peer", "onnx", "-n", "1")
+    assert r.returncode == 2
+    assert "no peer onnx" in r.stderr and "Traceback" not in r.stderr
