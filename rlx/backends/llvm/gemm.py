@@ -33,10 +33,13 @@ from rlx.backends.llvm import irutil as U
 from rlx.backends.llvm.elementwise import Operands, elementwise_function
 from rlx.backends.llvm.nestir import decompose, split_last
 
-#: target rows per task. OpenBLAS re-packs B on every call, so blocks of a few
-#: hundred rows lose 10-30% to packing (256 rows: ~87 GFLOP/s per core against ~97
-#: for 512-1024 on SAM's shapes); bigger blocks leave the epilogue a colder tile.
-BLOCK_ROWS = 640
+#: target rows per task. OpenBLAS re-packs B (the weight) on every call, so smaller
+#: blocks pay for packing and for shorter macro-kernel loops: single-threaded, with the
+#: fused epilogue, SAM's MLP [4096,768]x[768,3072]+GELU runs at 171/180/185/190/194 GFLOP/s
+#: for 256/512/683/1024/2048-row blocks (fc2 [4096,3072]x[3072,768]: 179/195/202/207/209).
+#: The epilogue costs the same on a cold tile (it is compute-bound), so a thread's whole
+#: share of rows is one block unless that share is very tall.
+BLOCK_ROWS = 2048
 #: native micro-kernel tile: MR rows x NR_VECTORS vectors of C in registers
 MR, NR_VECTORS = 4, 2
 

@@ -122,8 +122,9 @@ class GemmKernel:
 
 
 #: rows per GEMM block when the epilogue is applied block by block. Smaller blocks keep
-#: the tile in a nearer cache but make OpenBLAS re-pack the weight more often.
-GEMM_BLOCK_ROWS = 1024
+#: the tile in a nearer cache but make OpenBLAS re-pack the weight more often; the
+#: epilogues are compute-bound, so big blocks win (see rlx.backends.llvm.gemm.BLOCK_ROWS).
+GEMM_BLOCK_ROWS = 2048
 
 
 def parallel_matmul(a: np.ndarray, b: np.ndarray, out: np.ndarray, work: int,
