@@ -12,8 +12,11 @@ dim arrives as a 1-D array), strided where a transpose or slice was folded in.
 
 A task is one row of the outer dims times one chunk of the innermost dim, so
 the innermost loop is a unit-stride loop over at most CHUNK elements that LLVM
-vectorizes. Source depends on ranks and broadcast patterns only, never on
-sizes: one compiled kernel serves every shape with the same pattern.
+vectorizes. When the innermost dim is short (a depth-to-space shuffle ends in
+a dim of 2), such tasks would do almost nothing each; then a row spans several
+trailing dims and a task covers a block of rows (`inner_block_dims`). Source depends on
+ranks, broadcast patterns and that one choice, never on sizes: one compiled
+kernel serves every shape with the same pattern.
 """
 
 from __future__ import annotations
@@ -26,6 +29,10 @@ from rlx.backends.common.spec import ElementwiseSpec, NormSpec
 
 CHUNK = 2048
 NORM_CHUNK = 512
+#: rows of an elementwise kernel span trailing dims until they hold this many elements ...
+SMALL_INNER = 64
+#: ... with about this many elements per task
+ROW_BLOCK = 1024
 
 NUMBA_TYPES = {"f32": "float32", "f64": "float64", "i32": "int32", "i64": "int64",
                "bool": "boolean"}
@@ -157,6 +164,20 @@ def _decompose(src: Source, var: str, dims: list[int], sizes: dict[int, str], in
     src.emit(f"i{dims[0]} = r", indent)
 
 
+def _advance(src: Source, dims: list[int], sizes: dict[int, str], indent: int) -> None:
+    """Step the row-major index (i_d for `dims`) to the next row, odometer-style.
+
+    Integer division is slow (tens of cycles); re-deriving every index from a
+    flat row number costs more than moving a short row does."""
+    for depth, d in enumerate(reversed(dims)):
+        ind = indent + depth
+        src.emit(f"i{d} += 1", ind)
+        if depth == len(dims) - 1:
+            return
+        src.emit(f"if i{d} == {sizes[d]}:", ind)
+        src.emit(f"i{d} = 0", ind + 1)  # carry: the next dim's step nests one level deeper
+
+
 def _dense_dtypes(nest: LoopNest, in_dtypes, out_dtypes) -> list[str]:
     parts = []
     for acc, dt in zip(nest.inputs, in_dtypes):
@@ -189,6 +210,21 @@ def _size_lines(src: Source, nest: LoopNest, indent: int) -> dict[int, str]:
 # ---- elementwise --------------------------------------------------------------------------------
 
 
+def inner_block_dims(nest: LoopNest) -> int:
+    """How many trailing dims one row of a task spans: 1 normally (a task is a chunk of
+    the innermost dim), more when the innermost dim is short: then the trailing dims
+    whose sizes multiply to at least SMALL_INNER are iterated whole, by nested loops,
+    and a task is a block of such rows (see `elementwise_source`)."""
+    shape = nest.shape
+    if len(shape) < 2 or shape[-1] >= SMALL_INNER:
+        return 1
+    k, size = 1, shape[-1]
+    while k < len(shape) - 1 and size < SMALL_INNER:
+        k += 1
+        size *= shape[-k]
+    return k
+
+
 def elementwise_source(spec: ElementwiseSpec, in_dtypes: list[str], out_dtypes: list[str],
                        fastmath: bool, title: str) -> str:
     """A kernel for an elementwise spec. `in_dtypes[k]` is the dtype of nest input k."""
@@ -197,6 +233,20 @@ def elementwise_source(spec: ElementwiseSpec, in_dtypes: list[str], out_dtypes: 
     nd = len(nest.shape)
     last = nd - 1
     sizes = _size_lines(src, nest, 1)
+    kin = inner_block_dims(nest)
+    if kin > 1:
+        _elementwise_blocks(src, spec, nest, sizes, kin)
+    else:
+        _elementwise_chunks(src, spec, nest, sizes)
+    args = ["task_lo", "task_hi"] + [f"a{k}" for k in range(len(nest.inputs))] + \
+        [f"o{k}" for k in range(len(nest.outputs))]
+    sig = _signature(_dense_dtypes(nest, in_dtypes, out_dtypes))
+    return src.module(sig, flags(fastmath), args)
+
+
+def _elementwise_chunks(src: Source, spec: ElementwiseSpec, nest: LoopNest, sizes) -> None:
+    """Tasks = (row of the outer dims, CHUNK of the innermost dim)."""
+    last = len(nest.shape) - 1
     src.emit(f"nch = ({sizes[last]} + {CHUNK - 1}) // {CHUNK}", 1)
     src.emit("for task in range(task_lo, task_hi):", 1)
     src.emit("row = task // nch", 2)
@@ -221,13 +271,70 @@ def elementwise_source(spec: ElementwiseSpec, in_dtypes: list[str], out_dtypes: 
         src.emit(instr_line(src, ins), 3)
     for k, out in enumerate(spec.out_syms):
         src.emit(f"w{k}[j] = {_arg(src, out)}", 3)
-    args = ["task_lo", "task_hi"] + [f"a{k}" for k in range(len(nest.inputs))] + \
-        [f"o{k}" for k in range(len(nest.outputs))]
-    sig = _signature(_dense_dtypes(nest, in_dtypes, out_dtypes))
-    return src.module(sig, flags(fastmath), args)
+
+
+def _elementwise_blocks(src: Source, spec: ElementwiseSpec, nest: LoopNest, sizes,
+                        kin: int) -> None:
+    """Tasks = blocks of rows, a row = the last `kin` dims walked by nested loops.
+
+    A depth-to-space shuffle ends in dims of 2: chunking the innermost dim would
+    make tasks of two elements, each paying for index decomposition and slicing.
+    Here the outer index is decomposed once per task and then stepped
+    odometer-style; each operand is sliced once per row, and the nested loops
+    index the (small) row views directly.
+    """
+    nd = len(nest.shape)
+    outer = list(range(nd - kin))
+    inner = list(range(nd - kin, nd))
+    src.emit("rpt = max(1, " + f"{ROW_BLOCK} // (" + " * ".join(sizes[d] for d in inner) + "))", 1)
+    src.emit("nrow = " + " * ".join(sizes[d] for d in outer), 1)
+    src.emit("for task in range(task_lo, task_hi):", 1)
+    src.emit("row0 = task * rpt", 2)
+    _decompose(src, "row0", outer, sizes, 2)
+    src.emit("for row in range(row0, min(row0 + rpt, nrow)):", 2)
+    names = {d: f"i{d}" for d in outer}
+    jn = {d: f"j{d}" for d in inner}
+    body_loads, stores = [], []
+
+    def row_view(acc, arr: str, var: str) -> str:
+        """Slice `arr` once per row; return the per-element subscript of the slice."""
+        dims = acc.dims()
+        inner_dims = [d for d in dims if d in jn]
+        if not inner_dims:
+            return ""
+        if any(d in names for d in dims):
+            src.emit(f"{var} = {arr}{_index(acc, {**names, **{d: ':' for d in inner}})}", 3)
+        else:
+            src.emit(f"{var} = {arr}", 3)
+        return "[" + ", ".join(jn[d] for d in inner_dims) + "]"
+
+    for k, (acc, sym) in enumerate(zip(nest.inputs, spec.leaf_syms)):
+        sub = row_view(acc, f"a{k}", f"r{k}")
+        if sub:
+            body_loads.append(f"{sym.name} = r{k}{sub}")
+        else:
+            src.emit(f"{sym.name} = a{k}{_index(acc, names)}", 3)
+    for k, (acc, out) in enumerate(zip(nest.outputs, spec.out_syms)):
+        sub = row_view(acc, f"o{k}", f"w{k}")
+        stores.append(f"w{k}{sub} = {_arg(src, out)}")
+    ind = 3
+    for d in inner:
+        src.emit(f"for {jn[d]} in range({sizes[d]}):", ind)
+        ind += 1
+    for line in body_loads:
+        src.emit(line, ind)
+    for ins in spec.program.instrs:
+        src.emit(instr_line(src, ins), ind)
+    for line in stores:
+        src.emit(line, ind)
+    _advance(src, outer, sizes, 3)
 
 
 def elementwise_tasks(nest: LoopNest) -> int:
+    kin = inner_block_dims(nest)
+    if kin > 1:
+        rpt = max(1, ROW_BLOCK // math.prod(nest.shape[-kin:]))
+        return -(-math.prod(nest.shape[:-kin]) // rpt)
     outer = math.prod(nest.shape[:-1])
     return outer * max(1, -(-nest.shape[-1] // CHUNK))
 

@@ -83,7 +83,8 @@ class GemmKernel:
         if epilogue is not None and native is None and len(spec.b_shape) == 2 and \
                 not spec.transpose_a:
             nest = epilogue.nest
-            if nest.shape[-1] == spec.out_shape[-1] and math.prod(nest.shape[:-1]) == rows:
+            if nest.shape[-1] == spec.out_shape[-1] and math.prod(nest.shape[:-1]) == rows \
+                    and epilogue.n_tasks % rows == 0:  # (tasks of whole-row blocks do not split)
                 self.tasks_per_row = epilogue.n_tasks // rows
 
     def __call__(self, inputs, outputs) -> None:
