@@ -87,6 +87,51 @@ def test_exp_edges():
     assert y[12] == 1.0 and y[13] == 1.0
 
 
+def _vector_exp_nonpos(x: np.ndarray) -> np.ndarray:
+    """`MathLib.exp_f32_nonpos` on whole vectors of the host's width (as attention uses it)."""
+    import ctypes
+
+    from llvmlite import ir
+
+    from rlx.backends.llvm import irutil as U
+    from rlx.backends.llvm import jit
+    from rlx.backends.llvm.mathlib import MathLib
+    from rlx.backends.llvm.target import target_for
+    from rlx.backends.llvm.vecir import Vec, vector_config
+
+    target = target_for("cpu")
+    vc = vector_config(target)
+    module = U.new_module("exp_nonpos")
+    fn = U.entry_function(module, 2)
+    vec, math_ = Vec(module, vc), MathLib(module)
+    b = ir.IRBuilder(fn.append_basic_block("entry"))
+    with U.loop(b, fn.args[0], fn.args[1], "i") as i:
+        at = b.mul(i, U.i64(vc.lanes))
+        vec.store(b, math_.exp_f32_nonpos(b, vec.load(b, fn.args[2], at)), fn.args[3], at)
+    b.ret_void()
+    loaded = jit.load(str(module), target, None, {})
+    n = -(-x.size // vc.lanes)
+    xs = np.zeros(n * vc.lanes, np.float32)
+    xs[:x.size] = x
+    y = np.empty_like(xs)
+    proto = ctypes.CFUNCTYPE(None, ctypes.c_int64, ctypes.c_int64, ctypes.c_void_p,
+                             ctypes.c_void_p)
+    proto(loaded.address)(0, n, xs.ctypes.data, y.ctypes.data)
+    return y[:x.size]
+
+
+def test_softmax_exp_of_nonpositive_vectors():
+    # attention's exp(s - max): about 1 ulp down to e^-86, 0 below (< 5e-38)
+    x = np.concatenate([grid(-86.0, 0.0), grid(-1, 0, 100_001),
+                        -np.abs(RNG.standard_normal(200_000) * 10).astype(np.float32)])
+    x = x[x >= -86.0]
+    assert rel_err(_vector_exp_nonpos(x), np.exp(x.astype(np.float64))) <= 1.5e-7
+    y = _vector_exp_nonpos(np.array([0.0, -0.0, -86.5, -100.0, -1e30, -np.inf, np.nan, -1e-30],
+                                    np.float32))
+    assert y[0] == 1.0 and y[1] == 1.0 and y[7] == 1.0
+    assert (y[2:6] == 0.0).all() and np.isnan(y[6])
+
+
 # ---- erf ------------------------------------------------------------------------------------------
 
 

@@ -100,11 +100,15 @@ class LLVMBackend:
         """The IR module of `node`'s kernel (None for host kernels)."""
         from rlx.backends.llvm import blas
 
+        from rlx.backends.llvm.target import target_for
+        from rlx.backends.llvm.vecir import vector_config
+
         spec = self._spec(node, ctx)
         found = blas.find()
         settings = (bool(getattr(ctx.profile, "fastmath", False)),
                     getattr(ctx.profile, "gemm", "blas") == "native" or found is None,
-                    found.int_bits if found is not None else 64, ctx.profile.effective_threads)
+                    found.int_bits if found is not None else 64, ctx.profile.effective_threads,
+                    vector_config(target_for(ctx.profile.device)))
         key = (_canon(spec), _title(node, spec), len(node.inputs),
                tuple(v.dtype for v in node.outputs), settings)
         if key not in self._generated:
@@ -112,7 +116,7 @@ class LLVMBackend:
         return self._generated[key]
 
     def _generate(self, node: Node, spec, fm: bool, native: bool, bits: int,
-                  threads: int) -> Generated | None:
+                  threads: int, vc) -> Generated | None:
         from rlx.backends.llvm import attention, elementwise, gemm, norm
 
         title = _title(node, spec)
@@ -135,9 +139,9 @@ class LLVMBackend:
         if isinstance(spec, AttentionSpec):
             b, nq, d = spec.q_shape
             nk, dv = spec.k_shape[1], spec.v_shape[2]
-            _, n_ops = attention.operand_maps(spec, native)
-            return Generated("attention", attention.attention_module(spec, title, bits, native),
-                             attention.tasks(spec), b * nq * nk * (d + dv + 8), n_ops + 2)
+            _, n_ops = attention.operand_maps(spec)
+            return Generated("attention", attention.attention_module(spec, title, vc),
+                             attention.tasks(spec, vc), b * nq * nk * (d + dv + 8), n_ops + 2)
         return None
 
     def compile(self, node: Node, ctx: KernelContext):
@@ -168,17 +172,17 @@ class LLVMBackend:
         nthreads = ctx.profile.effective_threads
         common = (loaded, gen.n_ptrs, gen.n_tasks, gen.work, nthreads, info)
         native = getattr(ctx.profile, "gemm", "blas") == "native" or found is None
-        blas_calls = isinstance(spec, (GemmSpec, AttentionSpec)) and not native
+        blas_calls = isinstance(spec, GemmSpec) and not native
         if isinstance(spec, GemmSpec) and native:
             return kernels.NativeGemmKernel(*common, unusable=unusable, a=spec.a, b=spec.b,
                                             transpose_a=spec.transpose_a,
                                             transpose_b=spec.transpose_b)
         if isinstance(spec, AttentionSpec):
+            from rlx.backends.llvm.vecir import vector_config
+
             return kernels.AttentionKernel(
-                *common, unusable=unusable, calls_blas=blas_calls, spec=spec,
-                layout=attention.layout(spec, native), native=native,
-                n_operand_ptrs=gen.n_ptrs - 2,
-                scratch_elems=attention.block_rows(spec) * (spec.k_shape[1] + 1))
+                *common, unusable=unusable, n_operand_ptrs=gen.n_ptrs - 2,
+                scratch_elems=attention.scratch_floats(spec, vector_config(target)))
         return kernels.CompiledKernel(*common, unusable=unusable, calls_blas=blas_calls)
 
     def compile_many(self, nodes: Sequence[Node], ctx: KernelContext) -> list:

@@ -89,38 +89,29 @@ class NativeGemmKernel(CompiledKernel):
 
 
 _local = threading.local()
+#: scratch alignment in bytes (one AVX-512 vector, one cache line)
+ALIGN = 64
 
 
 def score_scratch(n: int) -> np.ndarray:
-    """A per-thread float32 block of at least n elements, shared by every attention kernel
-    (a thread runs one task at a time), so scratch memory does not grow with the model."""
+    """A per-thread, 64-byte aligned float32 block of at least n elements, shared by every
+    attention kernel (a thread runs one task at a time), so scratch memory does not grow
+    with the model."""
     buf = getattr(_local, "scores", None)
     if buf is None or buf.size < n:
-        buf = _local.scores = np.empty(max(n, 1), np.float32)
+        raw = np.empty(max(n, 1) + ALIGN // 4, np.float32)
+        skip = (-raw.__array_interface__["data"][0] % ALIGN) // 4
+        buf = _local.scores = raw[skip:skip + max(n, 1)]
     return buf
 
 
-def strided(buf: np.ndarray, view) -> np.ndarray:
-    """`buf` (contiguous) read through a StridedView (element offset and strides)."""
-    if view.is_contiguous and buf.shape == view.shape:
-        return buf
-    buf = np.ascontiguousarray(buf)
-    size = buf.itemsize
-    return np.ndarray(view.shape, buf.dtype, buffer=buf, offset=view.offset * size,
-                      strides=tuple(st * size for st in view.strides))
-
-
 class AttentionKernel(CompiledKernel):
-    """Blocked attention. "mapped": the node's inputs are passed as they are (the kernel
-    reads them through index maps); "packed": q, k (k^T for the native GEMM), v and the
-    rel-pos terms are first copied to contiguous [B, rows, cols] arrays."""
+    """Blocked attention: the node's inputs are passed as they are (the kernel reads q, k,
+    v and the rel-pos terms through their index maps), plus the output and the calling
+    thread's scratch."""
 
-    def __init__(self, *args, spec, layout: str, native: bool, n_operand_ptrs: int,
-                 scratch_elems: int, **kw):
+    def __init__(self, *args, n_operand_ptrs: int, scratch_elems: int, **kw):
         super().__init__(*args, **kw)
-        self.spec = spec
-        self.layout = layout
-        self.native = native
         self.n_operand_ptrs = n_operand_ptrs
         self.scratch_elems = scratch_elems
 
@@ -128,30 +119,12 @@ class AttentionKernel(CompiledKernel):
         s = score_scratch(self.scratch_elems)
         self.fn(lo, hi, *ptrs, s.__array_interface__["data"][0])
 
-    def _packed(self, inputs) -> list:
-        b, nq, d = self.spec.q_shape
-        arrays = []
-        for i, op in enumerate(self.spec.operands):
-            if op is None:
-                arrays.append(None)
-                continue
-            x = strided(inputs[op[0]], op[1])
-            x = x.reshape((-1,) + x.shape[-2:])
-            if i == 1 and self.native:
-                x = np.swapaxes(x, 1, 2)
-            arrays.append(np.ascontiguousarray(x))
-        return arrays
-
     def __call__(self, inputs, outputs) -> None:
         if self.unusable:
             raise RlxError(self.unusable)
         if self.n_tasks == 0:
             return
-        if self.layout == "mapped":
-            ops = list(inputs[:self.n_operand_ptrs])
-        else:
-            ops = self._packed(inputs)
-        keep = ops + [outputs[0]]  # owns packed operands during the call
+        keep = list(inputs[:self.n_operand_ptrs]) + [outputs[0]]
         ptrs = tuple(_address(a, keep) for a in list(keep))
         self._run(self._part, ptrs)
 

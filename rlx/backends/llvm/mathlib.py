@@ -51,6 +51,7 @@ LN2_HI = 0.693359375  # 9 significant bits: n * LN2_HI is exact for |n| < 2^15
 LN2_LO = -2.12194440e-4
 EXP_MIN = -104.0  # exp(x) < 2^-150 below: rounds to 0
 EXP_MAX = 89.0  # exp(x) > FLT_MAX above: inf
+EXP_FLUSH = -86.0  # exp_f32_nonpos: 0 below (2^n stays a normal exponent, n >= -124)
 ROUND_MAGIC_F32 = 12582912.0  # 1.5 * 2^23: (v + M) - M rounds v to an integer (|v| < 2^22)
 
 
@@ -101,9 +102,16 @@ class MathLib:
     def _intr(self, name: str, ty, n: int):
         return intrinsic(self.module, name, ty, [ty] * n)
 
+    @staticmethod
+    def _suffix(ty) -> str:
+        """LLVM's overload suffix of a float type: f32, f64, v16f32, ..."""
+        if isinstance(ty, ir.VectorType):
+            return f"v{ty.count}{MathLib._suffix(ty.element)}"
+        return "f32" if ty == F32 else "f64"
+
     def fmuladd(self, b, x, y, z):
         ty = x.type
-        fn = self._intr("llvm.fmuladd.f32" if ty == F32 else "llvm.fmuladd.f64", ty, 3)
+        fn = self._intr(f"llvm.fmuladd.{self._suffix(ty)}", ty, 3)
         return b.call(fn, [x, y, z])
 
     def fabs(self, b, x):
@@ -135,7 +143,21 @@ class MathLib:
 
     @staticmethod
     def c(ty, v) -> ir.Constant:
+        """A float constant of type `ty`; splat when `ty` is a vector type."""
+        if isinstance(ty, ir.VectorType):
+            return ir.Constant(ty, [float(v)] * ty.count)
         return ir.Constant(ty, float(v))
+
+    @staticmethod
+    def _int32_like(ty):
+        """i32, or a vector of i32 with as many lanes as the vector type `ty`."""
+        return ir.VectorType(I32, ty.count) if isinstance(ty, ir.VectorType) else I32
+
+    @staticmethod
+    def _ic(ity, v: int) -> ir.Constant:
+        if isinstance(ity, ir.VectorType):
+            return ir.Constant(ity, [int(v)] * ity.count)
+        return ir.Constant(ity, int(v))
 
     def horner(self, b, x, coeffs):
         ty = x.type
@@ -150,34 +172,58 @@ class MathLib:
         x = b.select(b.fcmp_ordered("<", x, self.c(ty, hi)), x, self.c(ty, hi))
         return b.select(b.fcmp_ordered(">", x, self.c(ty, lo)), x, self.c(ty, lo))
 
-    def _pow2(self, b, n):
-        """2^n as a float32 for an i32 n in [-126, 127] (exponent bits)."""
-        bits = b.shl(b.add(n, ir.Constant(I32, 127)), ir.Constant(I32, 23))
-        return b.bitcast(bits, F32)
+    def _pow2(self, b, n, fty=F32):
+        """2^n as float32 (or a float32 vector `fty`) for i32 n in [-126, 127] (exponent bits)."""
+        ity = n.type
+        bits = b.shl(b.add(n, self._ic(ity, 127)), self._ic(ity, 23))
+        return b.bitcast(bits, fty)
 
-    # ---- float32 functions -------------------------------------------------------------------
+    # ---- float32 functions (exp also on float32 vectors) ---------------------------------------
 
     def _exp_parts(self, b, x):
         """(p, n) with e^x = p * 2^n, p in [0.7, 1.42], for x already in [EXP_MIN, EXP_MAX]."""
-        t = b.fmul(x, self.c(F32, LOG2E))
-        magic = self.c(F32, ROUND_MAGIC_F32)
+        ty = x.type
+        t = b.fmul(x, self.c(ty, LOG2E))
+        magic = self.c(ty, ROUND_MAGIC_F32)
         fn = b.fsub(b.fadd(t, magic), magic)  # round to nearest integer
-        r = self.fmuladd(b, fn, self.c(F32, -LN2_HI), x)
-        r = self.fmuladd(b, fn, self.c(F32, -LN2_LO), r)
+        r = self.fmuladd(b, fn, self.c(ty, -LN2_HI), x)
+        r = self.fmuladd(b, fn, self.c(ty, -LN2_LO), r)
         p = self.horner(b, r, EXP_P)
-        p = b.fadd(self.fmuladd(b, p, b.fmul(r, r), r), self.c(F32, 1.0))
-        return p, b.fptosi(fn, I32)
+        p = b.fadd(self.fmuladd(b, p, b.fmul(r, r), r), self.c(ty, 1.0))
+        return p, b.fptosi(fn, self._int32_like(ty))
 
     def exp_f32(self, b, x):
+        """e^x for float32 or a float32 vector x."""
+        ty = x.type
         p, n = self._exp_parts(b, self.clamp(b, x, EXP_MIN, EXP_MAX))
-        h = b.ashr(n, ir.Constant(I32, 1))
-        y = b.fmul(b.fmul(p, self._pow2(b, h)), self._pow2(b, b.sub(n, h)))
+        h = b.ashr(n, self._ic(n.type, 1))
+        y = b.fmul(b.fmul(p, self._pow2(b, h, ty)), self._pow2(b, b.sub(n, h), ty))
+        return b.select(b.fcmp_unordered("uno", x, x), x, y)
+
+    def exp_f32_nonpos(self, b, x):
+        """e^x for x <= 0 (softmax terms x - max), float32 or a float32 vector: results below
+        e^EXP_FLUSH (< 5e-38, far below float32 resolution next to the row max's term
+        e^0 = 1) are 0. Fewer instructions than `exp_f32`: no upper clamp, and 2^n goes
+        straight into the exponent bits (n is read from the rounding constant's mantissa).
+        NaN stays NaN."""
+        ty = x.type
+        ity = self._int32_like(ty)
+        magic = self.c(ty, ROUND_MAGIC_F32)
+        tm = b.fadd(b.fmul(x, self.c(ty, LOG2E)), magic)  # n in the low mantissa bits
+        fn = b.fsub(tm, magic)
+        r = self.fmuladd(b, fn, self.c(ty, -LN2_HI), x)
+        r = self.fmuladd(b, fn, self.c(ty, -LN2_LO), r)
+        p = self.horner(b, r, EXP_P)
+        p = b.fadd(self.fmuladd(b, p, b.fmul(r, r), r), self.c(ty, 1.0))
+        shift = b.shl(b.bitcast(tm, ity), self._ic(ity, 23))  # n << 23 (the magic's bits overflow)
+        y = b.bitcast(b.add(b.bitcast(p, ity), shift), ty)
+        y = b.select(b.fcmp_ordered("<", x, self.c(ty, EXP_FLUSH)), self.c(ty, 0.0), y)
         return b.select(b.fcmp_unordered("uno", x, x), x, y)
 
     def exp_f32_normal(self, b, x):
         """e^x for x known to be finite with a normal result (-87 < x < 88): one scaling."""
         p, n = self._exp_parts(b, x)
-        return b.fmul(p, self._pow2(b, n))
+        return b.fmul(p, self._pow2(b, n, x.type))
 
     def erf_f32(self, b, x):
         ax = self.fabs(b, x)
