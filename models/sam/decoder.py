@@ -30,12 +30,16 @@ builder                    official module
                            each transposed conv into a matmul + depth-to-space)
 `mlp_heads`                the hypernetwork MLPs (one per mask token) and the
                            IoU head (3-layer MLPs with ReLU)
-`mask_product`             hypernetwork weights @ upscaled features
+`upscale_tokens`,          the same upscaling in token layout (no depth-to-
+`mask_product_tokens`      space shuffles) and hypernetwork weights @ upscaled
+                           features: what the bucket graph uses
 =========================  ====================================================
 
 Image-sized tensors travel in token layout ``[B, g*g, C]`` between the
 transformer pieces (that is what the attention consumes) and in NCHW only
-where a convolution needs it. Weight names are Meta's state-dict names, so
+where a convolution needs it. The cross-attentions between a few prompt
+tokens and the image are re-associated by shape (see `_attention`) so the
+image side never meets an ``[N, internal]`` projection. Weight names are Meta's state-dict names, so
 one `WeightStore` binds every graph.
 """
 
@@ -61,7 +65,8 @@ __all__ = [
     "two_way_transformer",
     "upscale",
     "mlp_heads",
-    "mask_product",
+    "upscale_tokens",
+    "mask_product_tokens",
     "build_prompt_mask_downscale",
     "build_two_way_transformer",
     "build_upscale",
@@ -161,9 +166,60 @@ def output_tokens(b: GraphBuilder, config) -> Value:
     return b.reshape(b.concat(iou, masks, axis=0), shape=(1, 1 + m, d))
 
 
+def _mm(b: GraphBuilder, x: Value, y: Value, transpose_a: bool = False,
+        transpose_b: bool = False) -> Value:
+    """``x @ y`` (either operand transposed); a batch of one is multiplied as 2-D matrices.
+
+    A ``[1, m, k] @ [1, k, n]`` product is one matrix product, but a batched
+    matmul is split over its batch entries, so with one entry it would run on
+    one thread: reshaping to 2-D (free views) lets the backend split the rows.
+    """
+    if x.shape[:-2] == (1,) and y.shape[:-2] == (1,):
+        x2 = b.reshape(x, shape=x.shape[1:])
+        y2 = b.reshape(y, shape=y.shape[1:])
+        out = b.matmul(x2, y2, transpose_a=transpose_a, transpose_b=transpose_b)
+        return b.reshape(out, shape=(1,) + out.shape)
+    return b.matmul(x, y, transpose_a=transpose_a, transpose_b=transpose_b)
+
+
+def _weight_heads(b: GraphBuilder, prefix: str, heads: int, hd: int, d: int) -> Value:
+    """A projection weight ``[heads*hd, d]`` as ``[heads, hd, d]`` (row block h = head h)."""
+    return b.reshape(b.weight(f"{prefix}.weight", (heads * hd, d)), shape=(heads, hd, d))
+
+
+def _split_heads(b: GraphBuilder, x: Value, heads: int) -> Value:
+    """``[B, n, heads*hd]`` -> ``[B, heads, n, hd]``."""
+    bsz, n, width = x.shape
+    x = b.reshape(x, shape=(bsz, n, heads, width // heads))
+    return b.transpose(x, perm=(0, 2, 1, 3))
+
+
 def _attention(b: GraphBuilder, c: SamConfig, prefix: str, q: Value, k: Value, v: Value,
                internal: int) -> Value:
-    """The decoder's Attention: project to ``internal`` width, multi-head SDPA, project back."""
+    """The decoder's Attention: project to ``internal`` width, multi-head SDPA, project back.
+
+    SAM's cross-attentions are between a handful of prompt tokens (T, about
+    7) and the g*g image tokens (N = 4096). Computed literally, the two
+    projections on the image side dominate the whole prompt path: 2 * N*d*D
+    multiply-adds. When T is below the head width, the same function is
+    cheaper with the products re-associated so that the image side meets
+    per-prompt matrices of only heads*T columns (see `_attention_few_keys`
+    and `_attention_few_queries`): 2 * N*d*heads*T. Both are exact
+    rewrites (up to float rounding); the choice depends on shapes only.
+    """
+    heads = c.decoder_num_heads
+    hd = internal // heads
+    nq, nk = q.shape[1], k.shape[1]
+    if nk < hd and nk < nq:
+        return _attention_few_keys(b, c, prefix, q, k, v, internal)
+    if nq < hd and nq < nk:
+        return _attention_few_queries(b, c, prefix, q, k, v, internal)
+    return _attention_standard(b, c, prefix, q, k, v, internal)
+
+
+def _attention_standard(b: GraphBuilder, c: SamConfig, prefix: str, q: Value, k: Value,
+                        v: Value, internal: int) -> Value:
+    """Projections, one `attention` op over ``[B*heads, n, hd]``, output projection."""
     d, heads = c.prompt_embed_dim, c.decoder_num_heads
     hd = internal // heads
     bsz, nq, nk = q.shape[0], q.shape[1], k.shape[1]
@@ -179,6 +235,77 @@ def _attention(b: GraphBuilder, c: SamConfig, prefix: str, q: Value, k: Value, v
     o = b.attention(qh, kh, vh, scale=1.0 / math.sqrt(hd))
     o = b.transpose(b.reshape(o, shape=(bsz, heads, nq, hd)), perm=(0, 2, 1, 3))
     o = b.reshape(o, shape=(bsz, nq, internal))
+    return _linear(b, o, f"{prefix}.out_proj", internal, d)
+
+
+def _attention_few_keys(b: GraphBuilder, c: SamConfig, prefix: str, q: Value, k: Value,
+                        v: Value, internal: int) -> Value:
+    """Many queries (N image tokens) attending to few keys (T prompt tokens).
+
+    With ``K_h``/``V_h`` the projected keys/values of head h (``[T, hd]``)
+    and ``Wq_h``/``Wo_h`` head h's rows of the query / columns of the output
+    projection:
+
+        scores_h = (x Wq_hᵀ + bq_h) K_hᵀ s = x (K_h Wq_h)ᵀ s + (K_h bq_h) s
+        out      = Σ_h P_h V_h Wo_hᵀ + bo  = [P_1 .. P_H] @ [V_h Wo_hᵀ]_h + bo
+
+    so the image side takes two GEMMs with ``heads*T`` columns/rows (the
+    ``[heads*T, d]`` matrices are a few tiny per-prompt products), and the
+    ``[N, internal]`` query projection and attention output never exist.
+    Scores are kept transposed, ``[heads*T, N]``, so the softmax over each
+    head's T keys runs down columns with the N image tokens contiguous
+    (rows of T ~ 7 numbers would be too short to vectorize).
+    """
+    d, heads = c.prompt_embed_dim, c.decoder_num_heads
+    hd = internal // heads
+    bsz, n, t = q.shape[0], q.shape[1], k.shape[1]
+    scale = 1.0 / math.sqrt(hd)
+    kh = _split_heads(b, b.mul(_linear(b, k, f"{prefix}.k_proj", d, internal), scale), heads)
+    vh = _split_heads(b, _linear(b, v, f"{prefix}.v_proj", d, internal), heads)
+    # [B, H, T, hd] @ [H, hd, d] -> [B, H, T, d]: query weights seen through each key.
+    g = b.matmul(kh, _weight_heads(b, f"{prefix}.q_proj", heads, hd, d))
+    g = b.reshape(g, shape=(bsz, heads * t, d))
+    bq = b.reshape(b.weight(f"{prefix}.q_proj.bias", (internal,)), shape=(heads, hd, 1))
+    bias = b.reshape(b.matmul(kh, bq), shape=(bsz, heads * t, 1))
+    scores = b.add(_mm(b, g, q, transpose_b=True), bias)  # [B, H*T, N]
+    p = b.softmax(b.reshape(scores, shape=(bsz, heads, t, n)), axis=2)
+    p = b.reshape(p, shape=(bsz, heads * t, n))
+    # Values pushed through the output projection: [B, H, T, hd] @ [H, hd, d].
+    wo = b.weight(f"{prefix}.out_proj.weight", (d, internal))
+    wo_heads = b.reshape(b.transpose(wo, perm=(1, 0)), shape=(heads, hd, d))
+    u = b.reshape(b.matmul(vh, wo_heads), shape=(bsz, heads * t, d))
+    out = _mm(b, p, u, transpose_a=True)  # [B, N, d]
+    return b.add(out, b.weight(f"{prefix}.out_proj.bias", (d,)))
+
+
+def _attention_few_queries(b: GraphBuilder, c: SamConfig, prefix: str, q: Value, k: Value,
+                           v: Value, internal: int) -> Value:
+    """Few queries (T prompt tokens) attending to many keys (N image tokens).
+
+    With ``Q_h`` the projected, scaled queries of head h (``[T, hd]``):
+
+        scores_h = Q_h (y Wk_hᵀ + bk_h)ᵀ = (Q_h Wk_h) yᵀ + (Q_h bk_h) 1ᵀ
+        P_h (x Wv_hᵀ + bv_h)             = (P_h x) Wv_hᵀ + bv_h
+
+    The ``Q_h bk_h`` term adds the same number to every score of a row,
+    which the softmax cancels exactly, so it is left out; ``bv_h`` passes
+    through because every row of ``P_h`` sums to one. The image side takes
+    two GEMMs with ``heads*T`` rows instead of the ``[N, internal]`` key and
+    value projections.
+    """
+    d, heads = c.prompt_embed_dim, c.decoder_num_heads
+    hd = internal // heads
+    bsz, t, n = q.shape[0], q.shape[1], k.shape[1]
+    scale = 1.0 / math.sqrt(hd)
+    qh = _split_heads(b, b.mul(_linear(b, q, f"{prefix}.q_proj", d, internal), scale), heads)
+    a = b.matmul(qh, _weight_heads(b, f"{prefix}.k_proj", heads, hd, d))  # [B, H, T, d]
+    a = b.reshape(a, shape=(bsz, heads * t, d))
+    p = b.softmax(_mm(b, a, k, transpose_b=True), axis=2)  # [B, H*T, N]
+    r = b.reshape(_mm(b, p, v), shape=(bsz, heads, t, d))  # [B, H, T, d]
+    wv = b.transpose(_weight_heads(b, f"{prefix}.v_proj", heads, hd, d), perm=(0, 2, 1))
+    bv = b.reshape(b.weight(f"{prefix}.v_proj.bias", (internal,)), shape=(heads, 1, hd))
+    o = b.add(b.matmul(r, wv), bv)  # [B, H, T, hd]
+    o = b.reshape(b.transpose(o, perm=(0, 2, 1, 3)), shape=(bsz, t, internal))
     return _linear(b, o, f"{prefix}.out_proj", internal, d)
 
 
@@ -260,6 +387,61 @@ def upscale(b: GraphBuilder, config, keys: Value) -> Value:
         return b.gelu(x, approximate="none")
 
 
+def upscale_tokens(b: GraphBuilder, config, keys: Value) -> Value:
+    """`upscale` without leaving token layout: ``[B, g*g, C]`` -> ``[B, 16*g*g, C/8]``.
+
+    A ConvTranspose2d with kernel == stride 2 maps every input pixel to its
+    own 2x2 block of output pixels: one GEMM ``[pixels, Cin] @ [Cin, 2*2*Cout]``
+    whose row (pixel) and column block (sub-pixel) say where each output
+    goes. Keeping that order instead of scattering the blocks into an NCHW
+    image (depth-to-space) saves two full-size shuffles; LayerNorm2d
+    normalizes over channels, which is now the contiguous last axis, and
+    GELU does not care about order. Rows of the result are ordered
+    ``(h, w, kh, kw, kh2, kw2)`` -- pixel of the embedding grid, sub-pixel of
+    the first, sub-pixel of the second transposed convolution;
+    `mask_product_tokens` puts the mask logits into image order at the end.
+    Same weights and math as `upscale` (which the standalone subgraph keeps).
+    """
+    c = get_config(config)
+    _check_config(c)
+    d = c.prompt_embed_dim
+    c1, c2 = d // 4, d // 8
+    p = f"{MD}.output_upscaling"
+    bsz, n, _ = keys.shape
+
+    def deconv(x: Value, prefix: str, cin: int, cout: int) -> Value:
+        # weight [Cin, Cout, 2, 2] -> [Cin, (kh, kw, Cout)]: folded once at bind time
+        w = b.weight(f"{prefix}.weight", (cin, cout, 2, 2))
+        wm = b.reshape(b.transpose(w, perm=(0, 2, 3, 1)), shape=(cin, 4 * cout))
+        rows = x.shape[1]
+        y = b.reshape(_mm(b, x, wm), shape=(bsz, rows * 4, cout))
+        return b.add(y, b.weight(f"{prefix}.bias", (cout,)))
+
+    with b.scope("output_upscaling"):
+        x = deconv(keys, f"{p}.0", d, c1)  # [B, 4N, C/4]
+        x = b.layer_norm(x, b.weight(f"{p}.1.weight", (c1,)), b.weight(f"{p}.1.bias", (c1,)),
+                         axis=2, eps=c.layer_norm_2d_eps)
+        x = b.gelu(x, approximate="none")
+        x = deconv(x, f"{p}.3", c1, c2)  # [B, 16N, C/8]
+        return b.gelu(x, approximate="none")
+
+
+def mask_product_tokens(b: GraphBuilder, config, hyper_in: Value, features: Value) -> Value:
+    """Hypernetwork weights ``[B, M, C/8]`` x `upscale_tokens` features -> logits ``[B, M, 4g, 4g]``.
+
+    One GEMM over the features' rows, then a single shuffle of the (small)
+    M-channel result from ``(h, w, kh, kw, kh2, kw2)`` row order into image
+    order: output row ``4h + 2kh + kh2``, column ``4w + 2kw + kw2``.
+    """
+    c = get_config(config)
+    g = c.image_embedding_size
+    bsz, m, _ = hyper_in.shape
+    logits = _mm(b, features, hyper_in, transpose_b=True)  # [B, 16N, M]
+    logits = b.reshape(logits, shape=(bsz, g, g, 2, 2, 2, 2, m))
+    logits = b.transpose(logits, perm=(0, 7, 1, 3, 5, 2, 4, 6))
+    return b.reshape(logits, shape=(bsz, m, 4 * g, 4 * g))
+
+
 def _mlp(b: GraphBuilder, x: Value, prefix: str, n_in: int, hidden: int, n_out: int,
          depth: int) -> Value:
     dims = [n_in] + [hidden] * (depth - 1) + [n_out]
@@ -295,14 +477,6 @@ def mlp_heads(b: GraphBuilder, config, tokens: Value) -> Tuple[Value, Value]:
             iou = _mlp(b, token(0), f"{MD}.iou_prediction_head", d, c.iou_head_hidden_dim, m,
                        c.iou_head_depth)
     return hyper_in, iou
-
-
-def mask_product(b: GraphBuilder, hyper_in: Value, features: Value) -> Value:
-    """``[B, M, K] @ [B, K, H*W]`` -> mask logits ``[B, M, H, W]``."""
-    bsz, k, h, w = features.shape
-    m = hyper_in.shape[1]
-    masks = b.matmul(hyper_in, b.reshape(features, shape=(bsz, k, h * w)))
-    return b.reshape(masks, shape=(bsz, m, h, w))
 
 
 # ---- standalone subgraphs ------------------------------------------------------------------

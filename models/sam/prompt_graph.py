@@ -46,12 +46,12 @@ from .decoder import (
     DECODER_SUBGRAPHS,
     dense_positional_encoding,
     mask_downscale,
-    mask_product,
+    mask_product_tokens,
     mlp_heads,
     no_mask_embedding,
     output_tokens,
     two_way_transformer,
-    upscale,
+    upscale_tokens,
 )
 
 __all__ = ["PROMPT_TO_MASKS", "PROMPT_SUBGRAPHS", "bucket_name", "build_prompt_to_masks",
@@ -94,7 +94,7 @@ def build_prompt_to_masks(config, num_sparse: int, has_mask: bool = False,
         points = b.concat(points, sparse, axis=1)
     queries, keys = two_way_transformer(b, c, src, pe, points)
     hyper_in, iou = mlp_heads(b, c, queries)
-    masks = mask_product(b, hyper_in, upscale(b, c, keys))
+    masks = mask_product_tokens(b, c, hyper_in, upscale_tokens(b, c, keys))
     b.output(masks, iou)
     return b.build()
 

@@ -1,0 +1,108 @@
+"""The re-associated forms the decoder builds, against the official PyTorch modules.
+
+* `_attention` picks, by shape, the standard form (projections + one
+  attention op), the few-keys form (image tokens attending to a handful of
+  prompt tokens) or the few-queries form (prompt tokens attending to the
+  image). Each is checked against the official ``Attention`` module at the
+  real decoder width (256, 8 heads, downsample 2), with token counts on both
+  sides of the switch-over (T < head width 16 and T >= 16).
+* `upscale_tokens` + `mask_product_tokens` (token layout, what the bucket
+  graph runs) against ``output_upscaling`` followed by the hypernetwork
+  product in NCHW, as in ``MaskDecoder.predict_masks``.
+
+Every backend; the graphs are small, so this runs in seconds.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from models.sam import decoder as dec
+from models.sam.config import CONFIGS
+from rlx.ir import GraphBuilder
+from rlx.runtime.compiler import compile_graph
+from tests.models.sam.decoder_fixtures import PROFILES, assert_close, random_inputs, t
+
+N_IMAGE = 4096  # 64 x 64 image tokens
+
+
+@pytest.fixture(scope="module")
+def official(vit_b_build):
+    return vit_b_build[0].mask_decoder
+
+
+@pytest.fixture(scope="module")
+def weights(vit_b_build):
+    return {k: v.detach().numpy().copy() for k, v in vit_b_build[0].state_dict().items()
+            if k.startswith("mask_decoder.")}
+
+
+def _attention_graph(prefix: str, nq: int, nk: int, internal: int):
+    c = CONFIGS["vit_b"]
+    d = c.prompt_embed_dim
+    b = GraphBuilder("attention")
+    q, k, v = (b.input(n, (1, s, d)) for n, s in (("q", nq), ("k", nk), ("v", nk)))
+    b.output(dec._attention(b, c, f"mask_decoder.{prefix}", q, k, v, internal))
+    return b.build()
+
+
+def _ops(graph):
+    return {n.op for n in graph.nodes}
+
+
+# (module, queries, keys, form): token->image with T prompt tokens as queries, image->token
+# with T prompt tokens as keys; T = 7 (one click) and 20 (above the head width of 16).
+CASES = [
+    ("transformer.layers.0.cross_attn_token_to_image", 7, N_IMAGE, "few_queries"),
+    ("transformer.layers.0.cross_attn_image_to_token", N_IMAGE, 7, "few_keys"),
+    ("transformer.final_attn_token_to_image", 20, N_IMAGE, "standard"),
+    ("transformer.layers.1.cross_attn_image_to_token", N_IMAGE, 20, "standard"),
+    ("transformer.layers.1.self_attn", 7, 7, "standard"),
+]
+
+
+@pytest.mark.parametrize("profile", PROFILES)
+@pytest.mark.parametrize("module,nq,nk,form", CASES,
+                         ids=[f"{m.split('.')[-1]}-{f}-{nq}x{nk}" for m, nq, nk, f in CASES])
+@torch.no_grad()
+def test_attention_forms_match_the_official_module(official, weights, profile, module, nq,
+                                                   nk, form):
+    mod = official.get_submodule(module)
+    internal = mod.internal_dim
+    graph = _attention_graph(module, nq, nk, internal)
+    # The form is chosen by shape: only the standard form has an attention op.
+    assert ("attention" in _ops(graph)) == (form == "standard")
+    if form != "standard":
+        # Nothing of width `internal` is ever computed on the image side.
+        big = nq if form == "few_keys" else nk
+        for node in graph.nodes:
+            for out in node.outputs:
+                assert not (big in out.shape and internal in out.shape), (node.op, out.shape)
+    d = CONFIGS["vit_b"].prompt_embed_dim
+    q, k, v = random_inputs([(1, nq, d), (1, nk, d), (1, nk, d)], seed=11)
+    (got,) = compile_graph(graph, profile, weights)(q, k, v)
+    ref = mod(t(q), t(k), t(v)).numpy()
+    assert_close(got, ref, f"{module} {form} {nq}x{nk} [{profile}]")
+
+
+@pytest.mark.parametrize("profile", PROFILES)
+@torch.no_grad()
+def test_token_layout_upscale_and_mask_product_match_nchw(official, weights, profile):
+    c = CONFIGS["vit_b"]
+    d, g, m = c.prompt_embed_dim, c.image_embedding_size, c.num_mask_tokens
+    keys, hyper = random_inputs([(1, g * g, d), (1, m, d // 8)], seed=12)
+    b = GraphBuilder("upscale_tokens")
+    k_in, h_in = b.input("keys", keys.shape), b.input("hyper", hyper.shape)
+    b.output(dec.mask_product_tokens(b, c, h_in, dec.upscale_tokens(b, c, k_in)))
+    graph = b.build()
+    assert "conv_transpose2d" not in _ops(graph)
+    # Only the final M-channel result is shuffled into image order.
+    moves = [n for n in graph.nodes if n.op == "transpose" and n.inputs[0].kind != "weight"]
+    assert [n.output.shape[1] for n in moves] == [m]
+    (got,) = compile_graph(graph, profile, weights)(keys, hyper)
+    x = t(keys).transpose(1, 2).reshape(1, d, g, g)
+    up = official.output_upscaling(x)  # [1, C/8, 4g, 4g]
+    ref = (t(hyper) @ up.reshape(1, d // 8, -1)).reshape(1, m, 4 * g, 4 * g).numpy()
+    assert_close(got, ref, f"token-layout upscale + mask product [{profile}]")
