@@ -17,9 +17,8 @@ import numpy as np
 
 from rlx.backends.base import KernelInfo
 from rlx.backends.common import threads  # the kernel pool and BLAS control shared by backends
-from rlx.backends.reference.backend import ReferenceKernel
+from rlx.backends.common.host import run_host
 from rlx.errors import RlxError
-from rlx.ir.graph import Node
 
 
 def _address(a: np.ndarray | None, keep: list) -> int | None:
@@ -130,15 +129,13 @@ class AttentionKernel(CompiledKernel):
 
 
 class HostKernel:
-    """Data movement (pad, concat, gather, im2col, reductions, fills) through numpy.
+    """Data movement (pad, concat, gather, im2col, reductions, fills) through numpy
+    (`rlx.backends.common.host`): copies or tiny reductions that numpy already does in
+    one pass each, so no code is generated for them."""
 
-    These ops are copies or tiny reductions; the reference semantics already do
-    them with one numpy call each, so the llvm backend reuses them rather than
-    generating code."""
-
-    def __init__(self, node: Node, info: KernelInfo):
-        self._ref = ReferenceKernel(node)
+    def __init__(self, spec, info: KernelInfo):
+        self.spec = spec
         self.info = info
 
     def __call__(self, inputs, outputs) -> None:
-        self._ref(inputs, outputs)
+        run_host(self.spec, inputs, outputs)

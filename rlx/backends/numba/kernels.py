@@ -16,6 +16,7 @@ from rlx.backends.base import KernelInfo
 from rlx.backends.common.nest import Access, LoopNest
 from rlx.backends.common.spec import OUT, AttentionSpec, GemmSpec, HostSpec
 from rlx.backends.common import threads
+from rlx.backends.common.host import run_host
 from rlx.ir.types import numpy_dtype
 
 
@@ -260,35 +261,7 @@ class HostKernel:
         self.info = info
 
     def __call__(self, inputs, outputs) -> None:
-        op, at, out = self.spec.op, self.spec.attrs, outputs[0]
-        if op == "pad":
-            (x,) = inputs
-            p = at["pads"]
-            out.fill(at["value"])
-            out[tuple(slice(p[2 * i], p[2 * i] + d) for i, d in enumerate(x.shape))] = x
-        elif op == "concat":
-            np.concatenate(inputs, axis=at["axis"], out=out)
-        elif op == "gather":
-            table, idx = inputs
-            np.copyto(out, np.take(table, idx, axis=at["axis"]))
-        elif op == "im2col":
-            from rlx.ir.ops.conv import im2col_reference
-
-            np.copyto(out, im2col_reference(inputs[0], at["kernel"], at["stride"],
-                                            at["padding"], at["dilation"]))
-        elif op in ("reduce_sum", "reduce_mean"):
-            fn = np.sum if op == "reduce_sum" else np.mean
-            r = fn(inputs[0], axis=at["axes"], keepdims=at["keepdims"], dtype=np.float64)
-            np.copyto(out, np.asarray(r).reshape(out.shape), casting="unsafe")
-        elif op == "reduce_max":
-            r = np.max(inputs[0], axis=at["axes"], keepdims=at["keepdims"])
-            np.copyto(out, np.asarray(r).reshape(out.shape))
-        elif op == "const":
-            out.fill(at["value"])
-        elif op == "arange":
-            np.copyto(out, np.arange(at["start"], at["stop"], at["step"]), casting="unsafe")
-        else:  # pragma: no cover - HOST_OPS is closed
-            raise KeyError(op)
+        run_host(self.spec, inputs, outputs)
 
 
 def cost_of(program) -> int:

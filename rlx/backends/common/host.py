@@ -1,0 +1,62 @@
+"""Host data movement shared by the compiled backends: one numpy call per op, into `out`.
+
+Pad, concat, gather, im2col, small reductions and fills are copies or tiny
+reductions; numpy already does each in one pass, so the backends run them
+here instead of generating code. Every op writes straight into the
+preallocated output (no temporary of the output's size): im2col copies the
+patch view of the (padded) input into the output viewed as
+[N, C, kh, kw, OH, OW].
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from rlx.backends.common.spec import HostSpec
+
+
+def run_host(spec: HostSpec, inputs, outputs) -> None:
+    op, at, out = spec.op, spec.attrs, outputs[0]
+    if op == "pad":
+        (x,) = inputs
+        p = at["pads"]
+        out.fill(at["value"])
+        out[tuple(slice(p[2 * i], p[2 * i] + d) for i, d in enumerate(x.shape))] = x
+    elif op == "concat":
+        np.concatenate(inputs, axis=at["axis"], out=out)
+    elif op == "gather":
+        table, idx = inputs
+        np.copyto(out, np.take(table, idx, axis=at["axis"]))
+    elif op == "im2col":
+        _im2col(inputs[0], out, at["kernel"], at["stride"], at["padding"], at["dilation"])
+    elif op in ("reduce_sum", "reduce_mean"):
+        fn = np.sum if op == "reduce_sum" else np.mean
+        r = fn(inputs[0], axis=at["axes"], keepdims=at["keepdims"], dtype=np.float64)
+        np.copyto(out, np.asarray(r).reshape(out.shape), casting="unsafe")
+    elif op == "reduce_max":
+        r = np.max(inputs[0], axis=at["axes"], keepdims=at["keepdims"])
+        np.copyto(out, np.asarray(r).reshape(out.shape))
+    elif op == "const":
+        out.fill(at["value"])
+    elif op == "arange":
+        np.copyto(out, np.arange(at["start"], at["stop"], at["step"]), casting="unsafe")
+    else:  # pragma: no cover - HOST_OPS is closed
+        raise KeyError(op)
+
+
+def _im2col(x, out, kernel, stride, padding, dilation) -> None:
+    """out[n, c*kh*kw + i*kw + j, oy*OW + ox] = xpad[n, c, oy*sh + i*dh, ox*sw + j*dw]."""
+    n, c, h, w = x.shape
+    (kh, kw), (sh, sw), (ph, pw), (dh, dw) = kernel, stride, padding, dilation
+    oh = (h + 2 * ph - dh * (kh - 1) - 1) // sh + 1
+    ow = (w + 2 * pw - dw * (kw - 1) - 1) // sw + 1
+    if ph or pw:
+        xp = np.zeros((n, c, h + 2 * ph, w + 2 * pw), x.dtype)
+        xp[:, :, ph:ph + h, pw:pw + w] = x
+    else:
+        xp = x
+    s = xp.strides
+    view = np.lib.stride_tricks.as_strided(
+        xp, (n, c, kh, kw, oh, ow),
+        (s[0], s[1], s[2] * dh, s[3] * dw, s[2] * sh, s[3] * sw), writeable=False)
+    np.copyto(out.reshape(n, c, kh, kw, oh, ow), view)
