@@ -1,0 +1,177 @@
+"""Staged graphs: work that depends only on rarely changing inputs runs once, not per call.
+
+`compile_staged(graph, profile, weights, slow=["image_embedding"])` splits the
+graph with `rlx.passes.split_stages` and compiles both stages. A call looks
+like a call of the whole graph (same inputs, same outputs); behind it the slow
+stage runs only when a slow input differs from the one its kept results were
+computed from, and the fast stage runs every time.
+
+How a slow input is recognised as unchanged:
+
+* the very same array object, read-only all the way down (not writeable, and
+  neither is any array it is a view of): it cannot have changed, so nothing
+  is compared -- this is the fast path, and why callers that keep one input
+  for many calls (a predictor's image embedding) should freeze it
+  (``a.setflags(write=False)``);
+* otherwise the contents are compared with a private snapshot taken when
+  the slow stage last ran (a memory-bound pass over the input; still far
+  cheaper than the work it saves). A changed or differently shaped input
+  re-runs the slow stage.
+
+Results that come from the kept slow stage are returned as copies, so a
+caller cannot corrupt them. Like a compiled graph, a staged graph runs one
+call at a time.
+"""
+
+from __future__ import annotations
+
+from dataclasses import fields
+from typing import Mapping
+
+import numpy as np
+
+from rlx.backends.reference.interpreter import check_inputs
+from rlx.ir.analysis import graph_flops
+from rlx.ir.graph import Graph
+from rlx.passes.split_stages import SLOW, StageSplit, split_stages
+from rlx.runtime.compiler import CompiledGraph, CompileReport, compile_graph
+from rlx.runtime.profile import CompileProfile, resolve_profile
+
+__all__ = ["StagedGraph", "compile_staged", "is_frozen"]
+
+
+def is_frozen(a: np.ndarray) -> bool:
+    """True when `a` cannot change: not writeable, and neither is anything it views."""
+    x = a
+    while isinstance(x, np.ndarray):
+        if x.flags.writeable:
+            return False
+        x = x.base
+    return x is None or isinstance(x, bytes)
+
+
+class StagedGraph:
+    """A graph compiled as a slow stage (kept results) and a fast stage (every call)."""
+
+    def __init__(self, split: StageSplit, slow: CompiledGraph | None, fast: CompiledGraph):
+        self.split = split
+        self.hir: Graph = split.graph
+        self.slow = slow
+        self.fast = fast
+        self._kept: list[np.ndarray] | None = None
+        self._keys: list[tuple[np.ndarray, np.ndarray | None]] = []
+        #: how many times the slow stage ran (for tests and reports)
+        self.slow_runs = 0
+
+    @property
+    def name(self) -> str:
+        return self.hir.name
+
+    @property
+    def stages(self) -> list[CompiledGraph]:
+        return [s for s in (self.slow, self.fast) if s is not None]
+
+    @property
+    def kernels(self) -> list:
+        return [k for s in self.stages for k in s.plan.kernels if k is not None]
+
+    @property
+    def report(self) -> CompileReport:
+        """Both stages' compile reports added up (``flops``: the whole graph's)."""
+        reports = [s.report for s in self.stages]
+        merged = {}
+        for f in fields(CompileReport):
+            vals = [getattr(r, f.name) for r in reports]
+            if f.name in ("graph", "backend"):
+                merged[f.name] = self.hir.name if f.name == "graph" else vals[0]
+            elif f.name == "passes":
+                merged[f.name] = [p for v in vals for p in v]
+            elif f.name == "nodes_before":
+                merged[f.name] = len(self.hir.nodes)
+            elif f.name == "flops":
+                merged[f.name] = graph_flops(self.hir)
+            else:
+                merged[f.name] = sum(vals)
+        return CompileReport(**merged)
+
+    @property
+    def flops(self) -> int:
+        return sum(s.flops for s in self.stages)
+
+    def bind(self, weights: Mapping[str, np.ndarray]) -> "StagedGraph":
+        for s in self.stages:
+            s.bind(weights)
+        self.forget()
+        return self
+
+    def forget(self) -> None:
+        """Drop the kept slow-stage results (the next call recomputes them)."""
+        self._kept = None
+        self._keys = []
+
+    # ---- running ------------------------------------------------------------------
+
+    def _current(self, slow_arrays: list[np.ndarray]) -> bool:
+        if self._kept is None or len(self._keys) != len(slow_arrays):
+            return False
+        keys = []
+        for a, (ref, copy) in zip(slow_arrays, self._keys):
+            if a is ref and is_frozen(a):
+                keys.append((ref, copy))
+                continue
+            if copy.shape != a.shape or not np.array_equal(a, copy):
+                return False
+            keys.append((a, copy))  # equal: a frozen `a` skips the comparison next time
+        self._keys = keys
+        return True
+
+    def prepare(self, *inputs, **named) -> bool:
+        """Run the slow stage for these slow inputs unless its kept results match them.
+
+        Takes the slow inputs only (by position in graph order, or by name).
+        Returns True if the slow stage ran.
+        """
+        if self.slow is None:
+            return False
+        slow_arrays = check_inputs(self.slow.hir, named if named else list(inputs))
+        return self._prepare(slow_arrays)
+
+    def _prepare(self, slow_arrays: list[np.ndarray]) -> bool:
+        if self._current(slow_arrays):
+            return False
+        self._kept = None
+        kept = self.slow.run(*slow_arrays)
+        # A private snapshot even of frozen arrays: a caller may make one writeable again.
+        self._keys = [(a, a.copy()) for a in slow_arrays]
+        self._kept = kept
+        self.slow_runs += 1
+        return True
+
+    def run(self, *inputs, **named) -> list[np.ndarray]:
+        arrays = check_inputs(self.hir, named if named else list(inputs))
+        by_name = {v.name: a for v, a in zip(self.hir.inputs, arrays)}
+        carried: dict[str, np.ndarray] = {}
+        if self.slow is not None:
+            self._prepare([by_name[v.name] for v in self.slow.hir.inputs])
+            carried = dict(zip(self.split.boundary, self._kept))
+        fast_in = [carried[v.name] if v.name in carried else by_name[v.name]
+                   for v in self.fast.hir.inputs]
+        fast_out = self.fast.run(*fast_in)
+        return [self._kept[i].copy() if where == SLOW else fast_out[i]
+                for where, i in self.split.outputs]
+
+    __call__ = run
+
+
+def compile_staged(graph: Graph, profile: "CompileProfile | str | None" = None,
+                   weights: Mapping[str, np.ndarray] | None = None,
+                   slow=()) -> StagedGraph:
+    """Compile `graph` in two stages; inputs named in `slow` change rarely (see module doc)."""
+    profile = resolve_profile(profile)
+    split = split_stages(graph, slow)
+    slow_cg = compile_graph(split.slow_graph, profile) if split.slow_graph is not None else None
+    fast_cg = compile_graph(split.fast_graph, profile)
+    staged = StagedGraph(split, slow_cg, fast_cg)
+    if weights is not None:
+        staged.bind(weights)
+    return staged
