@@ -181,13 +181,19 @@ class SamPredictor:
                                                   c.pixel_std, image_format=image_format)
         self.reset_image()
         features = self.model.image_embedding(x)
+        # Read-only until the next set_image: prompt graphs keep work derived from it and
+        # recognise an unchanged embedding by identity (rlx.runtime.staged).
+        features.setflags(write=False)
         self.original_size: Optional[Tuple[int, int]] = original_size
         self.input_size: Optional[Tuple[int, int]] = input_size
         self.features: Optional[np.ndarray] = features
         self.is_image_set = True
 
     def get_image_embedding(self) -> np.ndarray:
-        """The embedding of the current image: float32 ``[1, C, g, g]`` ([1, 256, 64, 64])."""
+        """The embedding of the current image: float32 ``[1, C, g, g]`` ([1, 256, 64, 64]).
+
+        Read-only: it stays what ``set_image`` computed until the next ``set_image``.
+        """
         if not self.is_image_set or self.features is None:
             raise ImageNotSetError("An image must be set with .set_image(...) before the "
                                    "image embedding can be returned.")
