@@ -274,7 +274,8 @@ def set_image_embedding(predictor, embedding: np.ndarray, original_size: Sequenc
     """
     c = predictor.model.config
     d, g = c.prompt_embed_dim, c.image_embedding_size
-    emb = np.ascontiguousarray(embedding, dtype=np.float32)
+    # Our own read-only copy: the prompt graphs keep work derived from it (see prompt_graph).
+    emb = np.array(embedding, dtype=np.float32, order="C", copy=True)
     if emb.shape != (1, d, g, g):
         raise InputError(f"image embedding must have shape [1, {d}, {g}, {g}], "
                          f"got {list(emb.shape)}")
@@ -284,6 +285,7 @@ def set_image_embedding(predictor, embedding: np.ndarray, original_size: Sequenc
         raise InputError(f"original_size must be (height, width), got {original_size!r}") \
             from None
     input_size = get_preprocess_shape(h, w, c.image_size)
+    emb.setflags(write=False)
     predictor.reset_image()
     predictor.features = emb
     predictor.original_size = (h, w)

@@ -15,6 +15,14 @@ so a click after the image is encoded costs one compiled call. Buckets are
 compiled on first use and kept per `PromptDecoder` (one per `Sam`); their
 kernels go through the profile's kernel cache like any other graph's.
 
+Each bucket is compiled *staged* (`rlx.runtime.staged`) with the image
+embedding marked as a slow input: what depends on the image alone -- the
+embedding in token layout plus the no-mask embedding, and that plus the dense
+positional encoding, which the first transformer layer reads -- is computed
+once per image and kept; the clicks of one image only run the rest. (With a
+mask prompt the dense embedding varies per click, and only the token-layout
+embedding is kept.)
+
 Why the dense positional encoding and the no-mask embedding are built *in*
 the graph rather than passed in from the host: both depend on weights only,
 so the fold-constants pass turns them into derived weights computed once when
@@ -38,8 +46,8 @@ import numpy as np
 
 from rlx.errors import InputError
 from rlx.ir import Graph, GraphBuilder
-from rlx.runtime.compiler import CompiledGraph, compile_graph
 from rlx.runtime.profile import CompileProfile, resolve_profile
+from rlx.runtime.staged import StagedGraph, compile_staged
 
 from .config import SamConfig, get_config
 from .decoder import (
@@ -54,10 +62,12 @@ from .decoder import (
     upscale_tokens,
 )
 
-__all__ = ["PROMPT_TO_MASKS", "PROMPT_SUBGRAPHS", "bucket_name", "build_prompt_to_masks",
+__all__ = ["PROMPT_TO_MASKS", "IMAGE_INPUT", "PROMPT_SUBGRAPHS", "bucket_name", "build_prompt_to_masks",
            "PromptDecoder", "decoder_for"]
 
 PROMPT_TO_MASKS = "prompt_to_masks"
+#: the bucket graph input that changes once per image, not per click
+IMAGE_INPUT = "image_embedding"
 #: a sanity bound on prompt size: one graph is compiled per distinct count
 MAX_SPARSE_TOKENS = 64
 
@@ -76,7 +86,7 @@ def build_prompt_to_masks(config, num_sparse: int, has_mask: bool = False,
         raise InputError(f"a prompt has 0..{MAX_SPARSE_TOKENS} sparse tokens, got {num_sparse}")
     d, g, s = c.prompt_embed_dim, c.image_embedding_size, c.mask_input_size
     b = GraphBuilder(name or bucket_name(num_sparse, has_mask))
-    emb = b.input("image_embedding", (1, d, g, g))
+    emb = b.input(IMAGE_INPUT, (1, d, g, g))
     sparse = b.input("sparse", (1, num_sparse, d)) if num_sparse else None
     mask = b.input("mask_input", (1, 1, s, s)) if has_mask else None
 
@@ -104,7 +114,10 @@ class PromptDecoder:
 
     ``run(embedding, sparse, mask_input)`` picks (and on first use compiles
     and binds) the bucket for the prompt's shape. Thread-safe for compiling;
-    a compiled graph runs one call at a time, which a lock enforces.
+    a compiled graph runs one call at a time, which a lock enforces. Buckets
+    keep their image-only work for the last embedding they saw; pass the same
+    read-only array for every click of an image (`SamPredictor` does) and it
+    is recognised without looking at its contents.
     """
 
     def __init__(self, config, weights: Mapping[str, np.ndarray],
@@ -112,21 +125,21 @@ class PromptDecoder:
         self.config: SamConfig = get_config(config)
         self.weights = weights
         self.profile = resolve_profile(profile)
-        self._buckets: Dict[Bucket, CompiledGraph] = {}
+        self._buckets: Dict[Bucket, StagedGraph] = {}
         self._lock = threading.RLock()
 
-    def bucket(self, num_sparse: int, has_mask: bool) -> CompiledGraph:
+    def bucket(self, num_sparse: int, has_mask: bool) -> StagedGraph:
         key = (int(num_sparse), bool(has_mask))
         with self._lock:
             compiled = self._buckets.get(key)
             if compiled is None:
                 graph = build_prompt_to_masks(self.config, *key)
-                compiled = compile_graph(graph, self.profile, self.weights)
+                compiled = compile_staged(graph, self.profile, self.weights, slow=[IMAGE_INPUT])
                 self._buckets[key] = compiled
             return compiled
 
     @property
-    def buckets(self) -> Dict[Bucket, CompiledGraph]:
+    def buckets(self) -> Dict[Bucket, StagedGraph]:
         """Buckets compiled so far: (sparse tokens, has mask) -> compiled graph."""
         return dict(self._buckets)
 

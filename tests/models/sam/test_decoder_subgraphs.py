@@ -212,8 +212,8 @@ from models.sam.prompt_graph import PromptDecoder
 from tests.models.sam.decoder_fixtures import small_weights
 compiled = PromptDecoder(small_config(), small_weights(), sys.argv[1]).bucket(3, True)
 report = compiled.report
-rebuilt = [k.info.name for k in compiled.plan.kernels if k is not None
-           and k.info.extra.get("compiled", True) and not k.info.from_cache]
+rebuilt = [k.info.name for k in compiled.kernels  # both stages of the staged bucket
+           if k.info.extra.get("compiled", True) and not k.info.from_cache]
 print(json.dumps({"from_cache": report.from_cache, "cached": report.cached_kernels,
                   "kernels": report.kernels, "fallback": report.fallback_kernels,
                   "rebuilt": rebuilt}))
