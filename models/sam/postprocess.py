@@ -14,6 +14,13 @@ overlap), so the matrices are banded. We apply them blockwise: every block of
 output rows touches only a narrow band of input rows, which makes each step a
 small dense BLAS matmul and keeps the cost near one write of the output.
 
+On the predict path the matrices are applied by compiled kernels
+(`postprocess_kernels`): the width pass on the low-res rows the crop keeps,
+then a height pass that writes bool masks (or float32 logits) directly,
+split over the kernel threads -- no float32 image-size intermediate and no
+separate threshold pass. The blockwise BLAS version here is the fallback
+(and the reference the kernels are tested against).
+
 Index arithmetic copies PyTorch's CPU kernel: scale = float32(in) / out,
 source index = scale * (dst + 0.5) - 0.5 rounded once to float32 (the kernel
 is compiled with fused multiply-add on x86-64 with FMA; rounding twice instead
@@ -34,6 +41,7 @@ __all__ = [
     "linear_resize_matrix",
     "postprocess_matrices",
     "postprocess_masks",
+    "postprocess_binary",
     "threshold",
 ]
 
@@ -147,17 +155,7 @@ def postprocess_matrices(
     return mats
 
 
-def postprocess_masks(
-    masks: np.ndarray,
-    input_size: Sequence[int],
-    original_size: Sequence[int],
-    img_size: int = 1024,
-) -> np.ndarray:
-    """Upscale decoder logits [B, C, h, w] to the original image: float32 [B, C, H, W].
-
-    Equivalent to ``Sam.postprocess_masks`` (bilinear to img_size, crop to
-    ``input_size``, bilinear to ``original_size``) within float32 rounding.
-    """
+def _check_masks(masks, input_size, original_size, img_size):
     masks = np.asarray(masks)
     if masks.ndim != 4:
         raise InputError(f"masks must be [B, C, h, w], got shape {masks.shape}")
@@ -170,9 +168,52 @@ def postprocess_masks(
     original_size = _check_hw(original_size, "original_size")
     if input_size[0] > img_size or input_size[1] > img_size:
         raise InputError(f"input_size {input_size} exceeds the encoder input size {img_size}")
-    _, (bands_h, bands_w) = _cached((h, w), input_size, original_size, int(img_size))
-    oh, ow = original_size
+    return masks, input_size, original_size
 
+
+def postprocess_masks(
+    masks: np.ndarray,
+    input_size: Sequence[int],
+    original_size: Sequence[int],
+    img_size: int = 1024,
+    compiled: bool = True,
+) -> np.ndarray:
+    """Upscale decoder logits [B, C, h, w] to the original image: float32 [B, C, H, W].
+
+    Equivalent to ``Sam.postprocess_masks`` (bilinear to img_size, crop to
+    ``input_size``, bilinear to ``original_size``) within float32 rounding.
+    ``compiled=False`` forces the blockwise BLAS version.
+    """
+    masks, input_size, original_size = _check_masks(masks, input_size, original_size, img_size)
+    if compiled:
+        out = _fused(masks, input_size, original_size, int(img_size), None)
+        if out is not None:
+            return out
+    return _blockwise(masks, input_size, original_size, int(img_size))
+
+
+def postprocess_binary(
+    masks: np.ndarray,
+    input_size: Sequence[int],
+    original_size: Sequence[int],
+    img_size: int = 1024,
+    mask_threshold: float = 0.0,
+    compiled: bool = True,
+) -> np.ndarray:
+    """`postprocess_masks` then `threshold`, in one pass: bool [B, C, H, W]."""
+    masks, input_size, original_size = _check_masks(masks, input_size, original_size, img_size)
+    if compiled:
+        out = _fused(masks, input_size, original_size, int(img_size), float(mask_threshold))
+        if out is not None:
+            return out
+    return threshold(_blockwise(masks, input_size, original_size, int(img_size)), mask_threshold)
+
+
+def _blockwise(masks, input_size, original_size, img_size) -> np.ndarray:
+    """The composite matrices applied as banded BLAS blocks (float32 [B, C, H, W])."""
+    b, c, h, w = masks.shape
+    _, (bands_h, bands_w) = _cached((h, w), input_size, original_size, img_size)
+    oh, ow = original_size
     n = b * c
     x = np.ascontiguousarray(masks, dtype=np.float32).reshape(n * h, w)
     # Width first, while rows are still few (h), then expand the rows.
@@ -183,6 +224,55 @@ def postprocess_masks(
     out = np.empty((n, oh, ow), dtype=np.float32)
     for o0, o1, p0, p1, sub in bands_h:
         np.matmul(sub, y[:, p0:p1, :], out=out[:, o0:o1, :])
+    return out.reshape(b, c, oh, ow)
+
+
+@lru_cache(maxsize=32)
+def _fused_tables(low_hw, input_size, original_size, img_size):
+    """(rows used, width bands, height taps) for the compiled kernels, or None if the
+    composite matrices do not fit them."""
+    from .postprocess_kernels import bands_of, taps_of
+
+    (mh, mw), _ = _cached(low_hw, input_size, original_size, img_size)
+    taps = taps_of(mh)
+    if taps is None:
+        return None
+    rows = int(taps[0].max()) + 1  # the crop: low-res rows below never reach the output
+    base, bands = bands_of(mw)
+    for a in (*taps, base, bands):
+        a.setflags(write=False)
+    return rows, base, bands, taps
+
+
+def _fused(masks, input_size, original_size, img_size, thr, nthreads=None):
+    """The compiled kernels' result (bool if `thr` is given, else float32), or None.
+
+    Split over `nthreads` of the kernel thread pool (default: all of it)."""
+    from rlx.backends.common import threads
+
+    from .postprocess_kernels import kernels
+
+    fns = kernels()
+    b, c, h, w = masks.shape
+    tables = _fused_tables((h, w), input_size, original_size, img_size) if fns else None
+    if tables is None:
+        return None
+    width, height_masks, height_logits = fns
+    rows, base, bands, (idx, wts) = tables
+    oh, ow = original_size
+    n = b * c
+    x = np.ascontiguousarray(masks.reshape(n, h, w)[:, :rows], dtype=np.float32)
+    nb, span, blk = bands.shape
+    tmp = np.empty((n, rows, nb * blk), np.float32)
+    threads.run_tasks(width, n * rows, (x, base, bands, tmp), n * rows * nb * blk * span,
+                      nthreads)
+    if thr is None:
+        out = np.empty((n, oh, ow), np.float32)
+        fn, t = height_logits, np.float32(0.0)
+    else:
+        out = np.empty((n, oh, ow), np.bool_)
+        fn, t = height_masks, np.float32(thr)
+    threads.run_tasks(fn, n * oh, (tmp, idx, wts, t, out), n * oh * ow * 4, nthreads)
     return out.reshape(b, c, oh, ow)
 
 

@@ -41,7 +41,7 @@ from rlx.errors import InputError
 
 from . import prompt_encoding
 from .config import SamConfig
-from .postprocess import postprocess_masks, threshold
+from .postprocess import postprocess_binary, postprocess_masks
 from .prompt_graph import MAX_SPARSE_TOKENS, PromptDecoder, decoder_for
 from .transforms import apply_boxes, apply_coords, get_preprocess_shape
 
@@ -220,9 +220,10 @@ def predict_from_embedding(
     pick = slice(1, None) if multimask_output else slice(0, 1)
     low_res = low_res_all[:, pick]
     iou = iou_all[:, pick]
-    masks = postprocess_masks(low_res, input_size, (h, w), c.image_size)
-    if not return_logits:
-        masks = threshold(masks, thr)
+    if return_logits:
+        masks = postprocess_masks(low_res, input_size, (h, w), c.image_size)
+    else:  # thresholded while upscaling: no float32 masks at the original size
+        masks = postprocess_binary(low_res, input_size, (h, w), c.image_size, thr)
     t3 = time.perf_counter()
     timings["postprocess"] = t3 - t2
     timings["total"] = t3 - t0
