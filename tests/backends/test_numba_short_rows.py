@@ -105,3 +105,17 @@ def test_gemm_epilogue_in_row_blocks_is_not_split_by_gemm_rows():
     (gemm,) = [k for k in _kernels(compiled) if k.info.kind == "numba.gemm"]
     assert codegen.inner_block_dims(gemm.epilogue.nest) > 1
     assert gemm.tasks_per_row is None
+
+
+@pytest.mark.parametrize("n", [7, 8, 64, 100, 136, 300])
+def test_norms_over_rows_with_tails(n):
+    """Row statistics of short rows and of tails after 128-element chunks (8-lane sums)."""
+    def build(b):
+        x = b.input("x", (37, n))
+        w, bias = b.weight("w", (n,)), b.weight("b", (n,))
+        b.output(b.gelu(b.layer_norm(b.add(x, 3.0), w, bias, axis=1, eps=1e-6),
+                        approximate="none"),
+                 b.softmax(b.mul(x, 4.0), axis=1))
+        return {}
+
+    check(build, rtol=1e-5, atol=2e-6)

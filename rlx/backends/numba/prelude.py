@@ -201,7 +201,22 @@ def row_sum64(row):
         a = ((s0 + s1) + (s2 + s3)) + ((s4 + s5) + (s6 + s7))
         b = ((s8 + s9) + (s10 + s11)) + ((s12 + s13) + (s14 + s15))
         total += np.float64(a) + np.float64(b)
-    for c in range(n128, n):
+    # The tail (all of a short row: LayerNorm2d over 64 channels) in 8 lanes as well,
+    # not one dependent float64 add per element.
+    n8 = n - n % 8
+    if n8 > n128:
+        s0 = s1 = s2 = s3 = s4 = s5 = s6 = s7 = np.float32(0.0)
+        for c in range(n128, n8, 8):
+            s0 += row[c]
+            s1 += row[c + 1]
+            s2 += row[c + 2]
+            s3 += row[c + 3]
+            s4 += row[c + 4]
+            s5 += row[c + 5]
+            s6 += row[c + 6]
+            s7 += row[c + 7]
+        total += np.float64(((s0 + s1) + (s2 + s3)) + ((s4 + s5) + (s6 + s7)))
+    for c in range(n8, n):
         total += row[c]
     return total
 
@@ -232,7 +247,28 @@ def row_sqdev64(row, mean):
             s6 += d6 * d6
             s7 += d7 * d7
         total += np.float64(((s0 + s1) + (s2 + s3)) + ((s4 + s5) + (s6 + s7)))
-    for c in range(n128, n):
+    n8 = n - n % 8
+    if n8 > n128:  # the tail in 8 lanes too (see row_sum64)
+        s0 = s1 = s2 = s3 = s4 = s5 = s6 = s7 = np.float32(0.0)
+        for c in range(n128, n8, 8):
+            d0 = row[c] - mean
+            d1 = row[c + 1] - mean
+            d2 = row[c + 2] - mean
+            d3 = row[c + 3] - mean
+            d4 = row[c + 4] - mean
+            d5 = row[c + 5] - mean
+            d6 = row[c + 6] - mean
+            d7 = row[c + 7] - mean
+            s0 += d0 * d0
+            s1 += d1 * d1
+            s2 += d2 * d2
+            s3 += d3 * d3
+            s4 += d4 * d4
+            s5 += d5 * d5
+            s6 += d6 * d6
+            s7 += d7 * d7
+        total += np.float64(((s0 + s1) + (s2 + s3)) + ((s4 + s5) + (s6 + s7)))
+    for c in range(n8, n):
         d = row[c] - mean
         total += d * d
     return total
