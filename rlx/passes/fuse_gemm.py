@@ -1,4 +1,4 @@
-"""Fuse GEMM epilogues: matmul followed by bias, activation, scale, residual add.
+"""Fuse GEMM epilogues and operand views: matmul + bias, activation, scale, residual add.
 
 The group is a matmul plus the chain of elementwise ops applied to its result
 (each reading the running value once, other operands from outside), so the
@@ -7,14 +7,39 @@ instead of writing and re-reading it per op. Reshapes of the running value
 are allowed inside the chain (a linear layer's output reshaped back to
 [B, H, W, C] before the residual add); the kernel works in the finest of the
 chain's shapes, in which every outside operand must be a strided view.
+
+The matmul's own operands may reach it through movement ops (a head slice
+of a packed qkv projection, a transpose): when the chain of movement ops is
+a strided view BLAS can read -- unit stride along one of the last two dims,
+the other stride is the leading dimension, batch dims at any strides (the
+first may stay split, e.g. windows x heads) -- the chain is absorbed and the
+kernel reads the source buffer in place instead of a copied tensor. A matmul
+with such operands forms a group even without an epilogue.
 """
 
 from __future__ import annotations
 
-from rlx.ir.graph import Graph
+from rlx.ir.graph import RESULT, Graph
 from rlx.passes.fuse_elementwise import fusable_elementwise
 from rlx.passes.fuse_groups import GraphIndex, Group, emit_groups, is_convex, operand_nodes
-from rlx.passes.fuse_views import StridedView
+from rlx.passes.fuse_views import StridedView, gemm_operand_view, view_chain
+
+
+def operand_chain(value) -> list:
+    """The longest chain of movement ops ending in matmul operand `value` that a GEMM
+    kernel can read through (`gemm_operand_view`); [] when none, for a constant's, and
+    when the chain only reshapes a contiguous buffer (already a free alias)."""
+    source, chain = view_chain(value, lambda v: v.producer is None or v.kind != RESULT)
+    for k in range(len(chain)):
+        src = chain[k].inputs[0]
+        if src.producer is not None and src.producer.op == "const":
+            continue
+        view = gemm_operand_view(src.shape, chain[k:], value.shape)
+        if view is not None:
+            if all(n.op == "reshape" for n in chain[k:]) and view.is_contiguous:
+                return []
+            return chain[k:]
+    return []
 
 
 def _space(chain) -> tuple[int, ...]:
@@ -97,8 +122,13 @@ def select_gemm(graph: Graph, claimed: set[int] | None = None) -> list[Group]:
             chain.pop()
             while len(chain) > 1 and chain[-1].op == "reshape":
                 chain.pop()
-        if len(chain) > 1 and absorbed is not None:
-            groups.append(Group("gemm", chain, _dedupe(absorbed)))
+        if len(chain) == 1:
+            absorbed = []
+        views = [n for v in node.inputs for n in operand_chain(v)]
+        if views and not is_convex(index, chain, absorbed + views):
+            views = []
+        if len(chain) > 1 or views:
+            groups.append(Group("gemm", chain, _dedupe(views + absorbed)))
             claimed.update(id(n) for n in chain)
     return groups
 

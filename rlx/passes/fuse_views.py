@@ -162,3 +162,34 @@ def batched_view(source_shape, chain, shape) -> StridedView | None:
     tail = dims[len(dims) - len(rest):]
     return StridedView(tuple(d for d, _ in batch + tail), tuple(s for _, s in batch + tail),
                        inner.offset)
+
+
+def blas_layout(rows: int, cols: int, row_stride: int, col_stride: int) -> tuple[bool, int] | None:
+    """How BLAS reads a [rows, cols] matrix stored with these element strides:
+    (transposed, leading dimension), or None if neither dim has unit stride (or the
+    leading dimension would be shorter than the other extent: overlapping rows)."""
+    if cols == 1 or col_stride == 1:
+        ld = row_stride if rows > 1 else max(cols, 1)
+        return (False, ld) if ld >= max(cols, 1) else None
+    if rows == 1 or row_stride == 1:
+        ld = col_stride if cols > 1 else max(rows, 1)
+        return (True, ld) if ld >= max(rows, 1) else None
+    return None
+
+
+def gemm_operand_view(source_shape, chain, shape) -> StridedView | None:
+    """An index map a GEMM kernel can hand to BLAS for a matmul operand of logical
+    `shape` [*batch, R, C]: a strided view of the chain's source (the first batch dim
+    may stay split into several dims, see `batched_view`) whose last two dims have a
+    unit stride in one of them. None otherwise."""
+    shape = tuple(shape)
+    if len(shape) >= 3:
+        view = batched_view(source_shape, chain, shape)
+    else:
+        view = view_of(source_shape, chain)
+        if view is not None and view.shape != shape:
+            view = view.reshape(shape)
+    if view is None or len(view.shape) < 2:
+        return None
+    (r, c), (rs, cs) = view.shape[-2:], view.strides[-2:]
+    return view if blas_layout(r, c, rs, cs) is not None else None

@@ -299,3 +299,28 @@ def test_code_for_a_cpu_without_the_needed_features_refuses_to_run(monkeypatch):
     with pytest.raises(RlxError, match=r"compiled for cpu-avx512 \(x86-64-v4\); this CPU lacks "
                                        r"avx512f"):
         compiled(np.zeros((2, 3), np.float32))
+
+
+def gemm_views(b):
+    """Matmuls whose operands are strided views: head slices of a packed projection with
+    split batch dims and a broadcast table (rel-pos style, both orientations), a transposed
+    left operand (BLAS transposes it), and q k^T of one projection (A and B share a buffer)."""
+    qkv = b.input("qkv", (2, 12, 3, 2, 4))
+    t = b.transpose(qkv, perm=(2, 0, 3, 1, 4))
+    q = b.reshape(b.slice_axis(t, 0, 0, 1), shape=(2, 2, 3, 4, 4))
+    k = b.reshape(b.slice_axis(t, 0, 1, 2), shape=(4, 12, 4))
+    th = b.input("th", (3, 5, 4))
+    tw = b.input("tw", (4, 6, 4))
+    xt = b.input("xt", (7, 9))
+    b.output(b.matmul(q, th, transpose_b=True),
+             b.add(b.matmul(b.transpose(q, perm=(0, 1, 3, 2, 4)), tw, transpose_b=True), 1.0),
+             b.matmul(b.transpose(xt, perm=(1, 0)), b.input("w", (7, 5))),
+             b.matmul(b.reshape(q, shape=(4, 12, 4)), k, transpose_b=True))
+    return {}
+
+
+@pytest.mark.parametrize("native", [False, True], ids=["blas", "native"])
+def test_gemm_operands_read_through_index_maps(native):
+    prof = LLVM.replace(gemm="native" if native else "blas", name="llvm-gv")
+    compiled = check(gemm_views, prof, rtol=1e-5, atol=1e-5)
+    assert _kinds(compiled) == ["llvm.gemm"] * 4

@@ -257,3 +257,10 @@ def test_nested_task_splitting_runs_inline_instead_of_deadlocking():
 
     threads.run_tasks(outer, 2, (), work=1 << 30, nthreads=2)
     assert sorted(seen) == [(0, 2), (0, 4), (2, 4)]  # main thread split; the worker ran inline
+
+
+def test_gemm_operands_read_through_index_maps():
+    from tests.backends.test_llvm_fused import gemm_views
+
+    compiled = check(gemm_views, rtol=1e-5, atol=1e-5)
+    assert _kinds(compiled) == ["numba.gemm"] * 4

@@ -236,3 +236,37 @@ def test_attention_operand_with_split_batch_dims():
     b.output(b.attention(q, q, q, scale=0.5))
     g = fused_and_plain(b.build())
     assert groups(g) == [("attention", ["transpose", "reshape", "attention"])]
+
+
+def test_matmul_reads_head_slices_of_a_packed_projection_through_strides():
+    # rel-pos style: q of every (image, head) as a [y, x, c] view of the projection, times a
+    # per-row table; and the same with x and y swapped (rows at a stride of whole lines)
+    b = GraphBuilder("relpos")
+    qkv = b.input("qkv", (2, 12, 3, 2, 4))  # [windows, tokens = 3 x 4, q|k|v, heads, dim]
+    t = b.transpose(qkv, perm=(2, 0, 3, 1, 4))
+    q = b.reshape(b.slice_axis(t, 0, 0, 1), shape=(2, 2, 3, 4, 4))  # [win, head, y, x, c]
+    th = b.input("th", (3, 5, 4))
+    tw = b.input("tw", (4, 6, 4))
+    b.output(b.matmul(q, th, transpose_b=True),
+             b.matmul(b.transpose(q, perm=(0, 1, 3, 2, 4)), tw, transpose_b=True))
+    g = fused_and_plain(b.build())
+    assert [n.op for n in g.nodes] == ["fused", "fused"]
+    for kind, ops in groups(g):
+        assert kind == "gemm" and ops[-1] == "matmul" and "slice" in ops
+
+
+def test_matmul_operand_without_a_unit_stride_is_copied():
+    b = GraphBuilder("nounit")
+    a = b.slice(b.input("a", (6, 10)), starts=(0, 0), ends=(6, 10), steps=(2, 2))  # [3, 5]
+    b.output(b.matmul(a, b.input("w", (5, 4))))
+    g = fused_and_plain(b.build())
+    assert [n.op for n in g.nodes] == ["slice", "matmul"]
+
+
+def test_reshaped_contiguous_operand_is_not_absorbed():
+    # a reshape of a contiguous buffer is already a free alias: nothing to fuse
+    b = GraphBuilder("alias")
+    x = b.input("x", (2, 3, 8))
+    b.output(b.matmul(b.reshape(x, shape=(6, 8)), b.input("w", (8, 5))))
+    g = fused_and_plain(b.build())
+    assert [n.op for n in g.nodes] == ["reshape", "matmul"]

@@ -27,7 +27,7 @@ from rlx.backends.common.nest import LoopNest, build_nest
 from rlx.backends.common.scalar import Const, ScalarProgram, Sym, emit_node
 from rlx.ir.graph import Graph, Node, Value
 from rlx.ir.ops import get_op
-from rlx.passes.fuse_views import VIEW_OPS, StridedView, batched_view, view_of
+from rlx.passes.fuse_views import VIEW_OPS, StridedView, batched_view, gemm_operand_view, view_of
 
 #: argument number meaning "the kernel's output buffer 0"
 OUT = -1
@@ -66,6 +66,11 @@ class GemmSpec:
     epilogue: ElementwiseSpec | None = None
     ops: list[str] = field(default_factory=list)
     kind: str = "gemm"
+    #: index maps of the operands over their kernel arguments (`fuse_views.gemm_operand_view`:
+    #: shape [*batch, R, C] with the first batch dim possibly split, unit stride along R or
+    #: C), or None when the argument is the operand itself (contiguous)
+    a_view: StridedView | None = None
+    b_view: StridedView | None = None
 
 
 @dataclass
@@ -272,8 +277,6 @@ def _gemm_from_body(body: Graph) -> GemmSpec:
     mm = mms[0]
     a, b = mm.inputs
     arg_of = {id(v): i for i, v in enumerate(body.inputs)}
-    if id(a) not in arg_of or id(b) not in arg_of:
-        raise Unsupported("matmul operands must be group inputs")
     chain = [n for n in body.nodes if n is not mm]
     # The kernel space: the finest shape among the running value's shapes.
     space = mm.output.shape
@@ -307,8 +310,22 @@ def _gemm_from_body(body: Graph) -> GemmSpec:
     epilogue = None
     if len(ops) > 1:
         epilogue = _finish_elementwise(program, leaves, [out], space, ops[1:])
-    return GemmSpec(arg_of[id(a)], arg_of[id(b)], mm.attrs["transpose_a"],
-                    mm.attrs["transpose_b"], a.shape, b.shape, mm.output.shape, epilogue, ops)
+    (a_arg, a_view), (b_arg, b_view) = (_gemm_operand(env, arg_of, v) for v in (a, b))
+    return GemmSpec(a_arg, b_arg, mm.attrs["transpose_a"], mm.attrs["transpose_b"], a.shape,
+                    b.shape, mm.output.shape, epilogue, ops, a_view=a_view, b_view=b_view)
+
+
+def _gemm_operand(env: _Env, arg_of: dict, v: Value) -> tuple[int, StridedView | None]:
+    """(kernel argument, index map or None) of a matmul operand inside a gemm group."""
+    if id(v) in arg_of:
+        return arg_of[id(v)], None
+    if id(v) not in env.views:
+        raise Unsupported("matmul operand computed inside the gemm group")
+    root, chain = env.views[id(v)]
+    view = gemm_operand_view(root.shape, chain, v.shape)
+    if view is None:
+        raise Unsupported(f"{v.ref} is not a BLAS-readable view")
+    return arg_of[id(root)], view
 
 
 def _plain_gemm(node: Node) -> GemmSpec:

@@ -135,7 +135,8 @@ class LLVMBackend:
             p = gemm.plan(spec, transposed_operands=not native, threads=threads)
             work = math.prod(spec.out_shape) * max(p.k, 1)
             return Generated("gemm", gemm.gemm_module(spec, n_in, out_dts[0], title, native,
-                                                      bits, threads, fm), p.tasks, work, n_in + 1)
+                                                      bits, threads, fm), p.tasks, work,
+                             n_in + 1 + (2 if native else 0))
         if isinstance(spec, AttentionSpec):
             b, nq, d = spec.q_shape
             nk, dv = spec.k_shape[1], spec.v_shape[2]
@@ -174,9 +175,7 @@ class LLVMBackend:
         native = getattr(ctx.profile, "gemm", "blas") == "native" or found is None
         blas_calls = isinstance(spec, GemmSpec) and not native
         if isinstance(spec, GemmSpec) and native:
-            return kernels.NativeGemmKernel(*common, unusable=unusable, a=spec.a, b=spec.b,
-                                            transpose_a=spec.transpose_a,
-                                            transpose_b=spec.transpose_b)
+            return kernels.NativeGemmKernel(*common, unusable=unusable, spec=spec)
         if isinstance(spec, AttentionSpec):
             from rlx.backends.llvm.vecir import vector_config
 

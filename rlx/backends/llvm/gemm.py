@@ -14,9 +14,15 @@ per-entry offsets baked in as constants. The epilogue's loop nest is re-split
 so that its rows are runs of g = gcd(row length, N) output elements, which
 makes every block of GEMM rows a whole number of epilogue rows.
 
+Operands are read through their index maps (`GemmSpec.a_view` / `b_view`):
+BLAS gets the row stride as its leading dimension (or a transpose flag when
+the unit stride is along the other dim), batch entries their offsets from
+constant sub-dim strides.
+
 The native kernel (profile ``gemm = "native"``) expects op(A) and op(B) as
-contiguous row-major matrices (the runtime packs transposed operands once
-per call) and keeps a 4 x 2-vector tile of C in registers over the K loop.
+contiguous row-major matrices: the runtime packs them once per call and
+passes them as two extra pointers after the output (A and B may be views of
+one buffer). It keeps a 4 x 2-vector tile of C in registers over the K loop.
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ from dataclasses import dataclass
 from llvmlite import ir
 
 from rlx.backends.common.spec import GemmSpec
+from rlx.passes.fuse_views import StridedView, blas_layout
 from rlx.backends.llvm import blas
 from rlx.backends.llvm import irutil as U
 from rlx.backends.llvm.elementwise import Operands, elementwise_function
@@ -50,10 +57,18 @@ class GemmPlan:
     m: int
     n: int
     k: int
-    a_batch_strides: tuple  # element strides of A per output batch dim (0: broadcast)
-    b_batch_strides: tuple
+    #: per output batch dim, the operand's sub-dims ((size, element stride), ...): one pair,
+    #: several when the operand's index map splits that dim, stride 0 where it broadcasts
+    a_bdims: tuple
+    b_bdims: tuple
+    a_offset: int
+    b_offset: int
     ta: bool
     tb: bool
+    lda: int
+    ldb: int
+    #: element step between consecutive rows of op(A) (a row block starts r0 * a_row_step in)
+    a_row_step: int
     block: int
 
     @property
@@ -69,19 +84,6 @@ class GemmPlan:
         return self.nbatch * self.row_blocks if self.m and self.n else 0
 
 
-def _batch_strides(shape, batch) -> tuple:
-    """Element strides of a contiguous operand's batch dims, aligned to `batch` (0 = broadcast)."""
-    mat = shape[-2] * shape[-1]
-    own = shape[:-2]
-    strides, acc = [], mat
-    for d in reversed(own):
-        strides.append(acc if d != 1 else 0)
-        acc *= d
-    strides = list(reversed(strides))
-    pad = len(batch) - len(own)
-    return tuple([0] * pad + strides)
-
-
 def block_rows(m: int, threads: int, target: int | None = None) -> int:
     """Rows per task: about `target`, in a number of blocks that is a multiple of `threads`
     (so every thread gets the same amount of work)."""
@@ -91,32 +93,92 @@ def block_rows(m: int, threads: int, target: int | None = None) -> int:
     return max(1, -(-m // parts))
 
 
+def _operand(shape, view, transpose: bool, batch: tuple):
+    """(sub-dims per output batch dim, offset, (stride of op(X) rows, stride of op(X) cols))
+    for operand X of logical `shape` read through `view` (None: contiguous)."""
+    shape = tuple(shape)
+    view = view or StridedView.contiguous(shape)
+    ns = len(view.shape) - len(shape) + 1  # view dims standing for logical dim 0
+    own = shape[:-2]
+    lead = len(batch) - len(own)
+    bdims = []
+    for j, size in enumerate(batch):
+        d = j - lead
+        if d < 0 or own[d] == 1:
+            bdims.append(((size, 0),))
+            continue
+        dims = range(0, ns) if d == 0 else [ns - 1 + d]
+        bdims.append(tuple((view.shape[i], view.strides[i]) for i in dims))
+    rs, cs = view.strides[-2:]
+    return tuple(bdims), view.offset, ((cs, rs) if transpose else (rs, cs))
+
+
+def _blas_op(rows: int, cols: int, steps) -> tuple[bool, int]:
+    """(transposed, leading dimension) of op(X) [rows, cols] with element steps `steps`."""
+    found = blas_layout(rows, cols, *steps)
+    if found is None:  # the fusion passes only absorb BLAS-readable views
+        raise ValueError(f"operand strides {steps} of a [{rows}, {cols}] matrix")
+    return found
+
+
+def _tall(a_bdims, m: int, a_row_step: int) -> bool:
+    """True if A's batch entries are consecutive row blocks at one row stride."""
+    want = m * a_row_step
+    for dims in reversed(a_bdims):
+        for size, stride in reversed(dims):
+            if size == 1:
+                continue
+            if stride != want:
+                return False
+            want *= size
+    return True
+
+
 def plan(spec: GemmSpec, transposed_operands: bool = True, threads: int = 1,
          block: int | None = None) -> GemmPlan:
-    """Static layout of `spec`; `transposed_operands=False` when the runtime packed op(A), op(B).
+    """Static layout of `spec`; `transposed_operands=False` when the runtime packed op(A) and
+    op(B) as contiguous matrices (the native kernel), so index maps and transposes are gone.
 
     `block` (rows per task) defaults to `block_rows(M, threads)`."""
-    ta = spec.transpose_a and transposed_operands
-    tb = spec.transpose_b and transposed_operands
     a_shape, b_shape = list(spec.a_shape), list(spec.b_shape)
-    if spec.transpose_a and not transposed_operands:
-        a_shape[-2:] = a_shape[-1], a_shape[-2]
-    if spec.transpose_b and not transposed_operands:
-        b_shape[-2:] = b_shape[-1], b_shape[-2]
+    a_view, b_view = spec.a_view, spec.b_view
+    ta, tb = spec.transpose_a, spec.transpose_b
+    if not transposed_operands:
+        if ta:
+            a_shape[-2:] = a_shape[-1], a_shape[-2]
+        if tb:
+            b_shape[-2:] = b_shape[-1], b_shape[-2]
+        a_view = b_view = None
+        ta = tb = False
     out = spec.out_shape
     batch, m, n = tuple(out[:-2]), out[-2], out[-1]
     k = a_shape[-2] if ta else a_shape[-1]
-    b_shared = math.prod(b_shape[:-2]) == 1
-    a_full = tuple(a_shape[:-2]) == batch or (len(a_shape) - 2 == len(batch) and
-                                               math.prod(a_shape[:-2]) == math.prod(batch))
-    if b_shared and not ta and a_full and batch:
+    a_bdims, a_off, a_steps = _operand(a_shape, a_view, ta, batch)
+    b_bdims, b_off, b_steps = _operand(b_shape, b_view, tb, batch)
+    op_ta, lda = _blas_op(m, k, a_steps)
+    op_tb, ldb = _blas_op(k, n, b_steps)
+    a_row_step = a_steps[0]
+    b_shared = all(st == 0 for dims in b_bdims for _, st in dims)
+    if b_shared and not op_ta and batch and _tall(a_bdims, m, a_row_step):
         # one tall product: A's batch entries are consecutive row blocks
         m, batch = m * math.prod(batch), ()
-        a_shape = [m, k]
-        b_shape = list(b_shape[-2:])
+        a_bdims = b_bdims = ()
+        if m > 1:
+            lda = max(lda, k)
     block = block or block_rows(m, threads)
-    return GemmPlan(batch, m, n, k, _batch_strides(tuple(a_shape), batch),
-                    _batch_strides(tuple(b_shape), batch), ta, tb, max(1, min(block, m or 1)))
+    return GemmPlan(batch, m, n, k, a_bdims, b_bdims, a_off, b_off, op_ta, op_tb, lda, ldb,
+                    a_row_step, max(1, min(block, m or 1)))
+
+
+def _batch_offset(b: ir.IRBuilder, i, dims, off):
+    """off + the element offset of batch index `i` over an operand's sub-dims."""
+    if len(dims) == 1:
+        (_, stride), = dims
+        return b.add(off, b.mul(i, U.i64(stride))) if stride else off
+    for j, (_, stride) in zip(decompose(b, i, [size for size, _ in dims]), dims):
+        if stride:
+            off = b.add(off, b.mul(j, U.i64(stride)))
+    return off
 
 
 def epilogue_rows(spec: GemmSpec) -> int:
@@ -129,7 +191,7 @@ def gemm_module(spec: GemmSpec, n_inputs: int, dtype: str, title: str, native: b
     """IR of the GEMM + epilogue kernel (BLAS, or the native loop when `native`)."""
     p = plan(spec, transposed_operands=not native, threads=threads)
     module = U.new_module(title)
-    fn = U.entry_function(module, n_inputs + 1)
+    fn = U.entry_function(module, n_inputs + 1 + (2 if native else 0))
     for a in fn.args[2:]:
         a.add_attribute("noalias")
     ops = Operands(fn, n_inputs)
@@ -142,7 +204,11 @@ def gemm_module(spec: GemmSpec, n_inputs: int, dtype: str, title: str, native: b
                                    fastmath=fastmath)
     kernel = native_kernel(module, dtype, p.n, p.k) if native else None
     b = ir.IRBuilder(fn.append_basic_block("entry"))
-    a_ptr0, b_ptr0, c_ptr0 = ops.ptr(spec.a), ops.ptr(spec.b), ops.out(0)
+    if native:  # packed op(A), op(B) after the output
+        a_ptr0, b_ptr0 = fn.args[3 + n_inputs], fn.args[4 + n_inputs]
+    else:
+        a_ptr0, b_ptr0 = ops.ptr(spec.a), ops.ptr(spec.b)
+    c_ptr0 = ops.out(0)
     ty = U.MEM[dtype]
     with U.loop(b, fn.args[0], fn.args[1], "task") as task:
         if p.row_blocks == 1:
@@ -152,14 +218,12 @@ def gemm_module(spec: GemmSpec, n_inputs: int, dtype: str, title: str, native: b
             r0 = b.mul(b.sub(task, b.mul(e_idx, U.i64(p.row_blocks))), U.i64(p.block))
         rows = b.sub(U.smin(b, b.add(r0, U.i64(p.block)), U.i64(p.m)), r0)
         idx = decompose(b, e_idx, list(p.batch)) if p.batch else []
-        a_off, b_off = U.i64(0), U.i64(0)
-        for i, sa, sb in zip(idx, p.a_batch_strides, p.b_batch_strides):
-            if sa:
-                a_off = b.add(a_off, b.mul(i, U.i64(sa)))
-            if sb:
-                b_off = b.add(b_off, b.mul(i, U.i64(sb)))
+        a_off, b_off = U.i64(p.a_offset), U.i64(p.b_offset)
+        for i, a_dims, b_dims in zip(idx, p.a_bdims, p.b_bdims):
+            a_off = _batch_offset(b, i, a_dims, a_off)
+            b_off = _batch_offset(b, i, b_dims, b_off)
         c_row0 = b.add(b.mul(e_idx, U.i64(p.m)), r0)  # first output row of the task
-        a_first = r0 if p.ta else b.mul(r0, U.i64(p.k))
+        a_first = r0 if p.a_row_step == 1 else b.mul(r0, U.i64(p.a_row_step))
         a_ptr = b.gep(a_ptr0, [b.add(a_off, a_first)], inbounds=True, source_etype=ty)
         b_ptr = b.gep(b_ptr0, [b_off], inbounds=True, source_etype=ty)
         c_ptr = b.gep(c_ptr0, [b.mul(c_row0, U.i64(p.n))], inbounds=True, source_etype=ty)
@@ -167,12 +231,11 @@ def gemm_module(spec: GemmSpec, n_inputs: int, dtype: str, title: str, native: b
             b.call(kernel, [rows, a_ptr, b_ptr, c_ptr])
         else:
             blas.call_gemm(b, module, dtype, int_bits, p.ta, p.tb, rows, p.n, p.k, 1.0,
-                           a_ptr, p.m if p.ta else p.k, b_ptr, p.k if p.tb else p.n, 0.0,
-                           c_ptr, p.n)
+                           a_ptr, p.lda, b_ptr, p.ldb, 0.0, c_ptr, p.n)
         if epi is not None:
             lo = b.udiv(b.mul(c_row0, U.i64(p.n)), U.i64(g))
             hi = b.add(lo, b.udiv(b.mul(rows, U.i64(p.n)), U.i64(g)))
-            b.call(epi, [lo, hi] + list(fn.args[2:]))
+            b.call(epi, [lo, hi] + list(fn.args[2:3 + n_inputs]))
     b.ret_void()
     return str(module)
 

@@ -71,20 +71,36 @@ class CompiledKernel:
 
 
 class NativeGemmKernel(CompiledKernel):
-    """The native GEMM expects op(A) and op(B) contiguous: transposed operands are packed."""
+    """The native GEMM reads op(A) and op(B) as contiguous matrices: they are packed here
+    (through the operands' index maps) and passed after the output."""
 
-    def __init__(self, *args, a: int, b: int, transpose_a: bool, transpose_b: bool, **kw):
+    def __init__(self, *args, spec, **kw):
         super().__init__(*args, **kw)
-        self.a, self.b = a, b
-        self.ta, self.tb = transpose_a, transpose_b
+        self.spec = spec
 
     def prepare(self, inputs, outputs):
-        ops = list(inputs)
-        if self.ta:
-            ops[self.a] = np.ascontiguousarray(np.swapaxes(ops[self.a], -1, -2))
-        if self.tb:
-            ops[self.b] = np.ascontiguousarray(np.swapaxes(ops[self.b], -1, -2))
-        return ops + list(outputs)
+        s = self.spec
+        a = gemm_operand(inputs[s.a], s.a_view, s.a_shape, s.transpose_a)
+        b = gemm_operand(inputs[s.b], s.b_view, s.b_shape, s.transpose_b)
+        return list(inputs) + list(outputs) + [a, b]
+
+
+def gemm_operand(buf: np.ndarray, view, shape, transpose: bool) -> np.ndarray:
+    """op(X) as a contiguous array: X (logical `shape`) read from `buf` through `view`."""
+    x = buf if view is None else strided(buf, view).reshape(shape)
+    if transpose:
+        x = np.swapaxes(x, -1, -2)
+    return np.ascontiguousarray(x)
+
+
+def strided(buf: np.ndarray, view) -> np.ndarray:
+    """`buf` (contiguous) read through a StridedView (element offset and strides)."""
+    if view.is_contiguous and buf.shape == view.shape:
+        return buf
+    buf = np.ascontiguousarray(buf)
+    size = buf.itemsize
+    return np.ndarray(view.shape, buf.dtype, buffer=buf, offset=view.offset * size,
+                      strides=tuple(st * size for st in view.strides))
 
 
 _local = threading.local()

@@ -91,6 +91,10 @@ class GemmKernel:
     def __call__(self, inputs, outputs) -> None:
         s = self.spec
         a, b = inputs[s.a], inputs[s.b]
+        if s.a_view is not None:  # an operand read through its index map (numpy copies if
+            a = _strided(a, s.a_view).reshape(s.a_shape)  # the split batch dims need it)
+        if s.b_view is not None:
+            b = _strided(b, s.b_view).reshape(s.b_shape)
         if s.transpose_a:
             a = np.swapaxes(a, -1, -2)
         if s.transpose_b:
