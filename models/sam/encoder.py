@@ -79,12 +79,13 @@ def _attention(b: GraphBuilder, c: SamConfig, x: Value, i: int, side: int,
     bsz, n = x.shape[0], side * side
     qkv = b.linear(x, b.weight(f"{p}.qkv.weight", (3 * e, e)),
                    b.weight(f"{p}.qkv.bias", (3 * e,)) if c.qkv_bias else None)
-    # [B, H, W, 3E] -> [3, B*nh, N, hd]: (q|k|v, batch-major heads, tokens, channels)
+    # [B, H, W, 3E] -> [3, B, nh, N, hd]: (q|k|v, images/windows, heads, tokens, channels).
+    # Images and heads stay separate dims until the last reshape of each operand, so every
+    # operand below is a strided view of the projection (kernels read it in place).
     qkv = b.reshape(qkv, shape=(bsz, n, 3, nh, hd))
     qkv = b.transpose(qkv, perm=(2, 0, 3, 1, 4))
-    qkv = b.reshape(qkv, shape=(3, bsz * nh, n, hd))
-    q, k, v = (b.reshape(b.slice_axis(qkv, 0, j, j + 1), shape=(bsz * nh, n, hd))
-               for j in range(3))
+    q, k, v = (b.slice_axis(qkv, 0, j, j + 1) for j in range(3))  # [1, B, nh, N, hd]
+    bn = bsz * nh
 
     rel_h = rel_w = None
     if c.use_rel_pos and not debug.no_relpos:
@@ -98,15 +99,15 @@ def _attention(b: GraphBuilder, c: SamConfig, x: Value, i: int, side: int,
         with b.scope("rel_pos"):
             r_h = rel_pos_table(b, tab_h, side, side)  # [qh, kh, hd]
             r_w = rel_pos_table(b, tab_w, side, side)  # [qw, kw, hd]
-        bn = bsz * nh
-        rq = b.reshape(q, shape=(bn, side, side, hd))  # [bn, y, x, hd]
-        # rel_h[b, y, x, ky] = sum_c q[b, y, x, c] * Rh[y, ky, c]: batch (bn, y) x (y)
+        rq = b.reshape(q, shape=(bsz, nh, side, side, hd))  # [B, nh, y, x, hd]
+        # rel_h[b, h, y, x, ky] = sum_c q[b, h, y, x, c] * Rh[y, ky, c]: batch (B, nh, y)
         rel_h = b.matmul(rq, r_h, transpose_b=True)
-        # rel_w[b, y, x, kx] = sum_c q[b, y, x, c] * Rw[x, kx, c]: move x next to batch
-        rq_t = b.transpose(rq, perm=(0, 2, 1, 3))  # [bn, x, y, hd]
-        rel_w = b.transpose(b.matmul(rq_t, r_w, transpose_b=True), perm=(0, 2, 1, 3))
+        # rel_w[b, h, y, x, kx] = sum_c q[b, h, y, x, c] * Rw[x, kx, c]: x next to the batch
+        rq_t = b.transpose(rq, perm=(0, 1, 3, 2, 4))  # [B, nh, x, y, hd]
+        rel_w = b.transpose(b.matmul(rq_t, r_w, transpose_b=True), perm=(0, 1, 3, 2, 4))
         rel_h = b.reshape(rel_h, shape=(bn, n, side))
         rel_w = b.reshape(rel_w, shape=(bn, n, side))
+    q, k, v = (b.reshape(t, shape=(bn, n, hd)) for t in (q, k, v))
 
     o = b.attention(q, k, v, rel_h, rel_w, scale=hd ** -0.5)  # [B*nh, N, hd]
     o = b.reshape(o, shape=(bsz, nh, side, side, hd))
