@@ -452,29 +452,46 @@ def _mlp(b: GraphBuilder, x: Value, prefix: str, n_in: int, hidden: int, n_out: 
     return x
 
 
+def _stacked_mlp(b: GraphBuilder, x: Value, prefixes, n_in: int, hidden: int, n_out: int,
+                 depth: int) -> Value:
+    """One MLP per entry of ``x [K, B, n_in]`` (MLP k = ``prefixes[k]``), as batched matmuls.
+
+    The K MLPs have the same shapes, so each layer is one ``[K, B, in] @ [K, in, out]``
+    product with the K weights stacked (weight-only: folded at bind time) instead
+    of K separate small kernels.
+    """
+    dims = [n_in] + [hidden] * (depth - 1) + [n_out]
+    for i in range(depth):
+        w = b.concat(*[b.reshape(b.weight(f"{p}.layers.{i}.weight", (dims[i + 1], dims[i])),
+                                 shape=(1, dims[i + 1], dims[i])) for p in prefixes], axis=0)
+        bias = b.concat(*[b.reshape(b.weight(f"{p}.layers.{i}.bias", (dims[i + 1],)),
+                                    shape=(1, 1, dims[i + 1])) for p in prefixes], axis=0)
+        x = b.add(b.matmul(x, w, transpose_b=True), bias)
+        if i < depth - 1:
+            x = b.relu(x)
+    return x
+
+
 def mlp_heads(b: GraphBuilder, config, tokens: Value) -> Tuple[Value, Value]:
     """Transformer output tokens ``[B, N, C]`` -> (hypernetwork weights ``[B, M, C/8]``, IoU ``[B, M]``).
 
-    Token 0 is the IoU token, tokens 1..M the mask tokens (N >= 1 + M).
+    Token 0 is the IoU token, tokens 1..M the mask tokens (N >= 1 + M). The M
+    hypernetwork MLPs (one per mask token) run stacked, one batched product per layer.
     """
     c = get_config(config)
     _check_config(c)
     d, m = c.prompt_embed_dim, c.num_mask_tokens
     bsz = tokens.shape[0]
 
-    def token(j: int) -> Value:
-        return b.reshape(b.slice_axis(tokens, 1, j, j + 1), shape=(bsz, d))
-
     with b.scope("heads"):
-        hyper = []
-        for i in range(m):
-            with b.scope(f"hyper.{i}"):
-                h = _mlp(b, token(1 + i), f"{MD}.output_hypernetworks_mlps.{i}", d, d, d // 8,
-                         c.hypernetwork_mlp_depth)
-            hyper.append(b.reshape(h, shape=(bsz, 1, d // 8)))
-        hyper_in = b.concat(*hyper, axis=1)
+        with b.scope("hyper"):
+            x = b.transpose(b.slice_axis(tokens, 1, 1, 1 + m), perm=(1, 0, 2))  # [M, B, C]
+            prefixes = [f"{MD}.output_hypernetworks_mlps.{i}" for i in range(m)]
+            h = _stacked_mlp(b, x, prefixes, d, d, d // 8, c.hypernetwork_mlp_depth)
+            hyper_in = b.transpose(h, perm=(1, 0, 2))  # [B, M, C/8]
         with b.scope("iou"):
-            iou = _mlp(b, token(0), f"{MD}.iou_prediction_head", d, c.iou_head_hidden_dim, m,
+            token0 = b.reshape(b.slice_axis(tokens, 1, 0, 1), shape=(bsz, d))
+            iou = _mlp(b, token0, f"{MD}.iou_prediction_head", d, c.iou_head_hidden_dim, m,
                        c.iou_head_depth)
     return hyper_in, iou
 
