@@ -103,12 +103,15 @@ class GemmKernel:
         if self.native is not None:
             self.native(a, b, out, self.nthreads)
         else:
+            # A small product is over before a hand-off to another thread would be.
+            nthreads = self.nthreads if self.work >= GEMM_PARALLEL_MIN_WORK else 1
             with threads.single_threaded_blas():
-                if self.tasks_per_row is not None and a.flags.c_contiguous:
+                if self.tasks_per_row is not None and a.flags.c_contiguous and \
+                        math.prod(s.out_shape[:-1]) >= COLUMN_SPLIT_ROWS:
                     self._blocked(a.reshape(-1, a.shape[-1]), b,
                                   out.reshape(-1, out.shape[-1]), inputs, outputs)
                     return
-                parallel_matmul(a, b, out, self.work, self.nthreads)
+                parallel_matmul(a, b, out, self.work, nthreads)
         if self.epilogue is not None:
             self.epilogue(inputs, outputs)
 
@@ -127,6 +130,12 @@ class GemmKernel:
         threads.run_tasks(part, out2.shape[0], (), self.work, self.nthreads)
 
 
+#: a GEMM of fewer multiply-adds (~20 us on one core) runs on the calling thread
+GEMM_PARALLEL_MIN_WORK = 1 << 21
+#: a 2-D product with fewer rows is split over the threads by columns: split by rows,
+#: every thread would pack all of B (a token-side GEMM: 7 rows x a 2 MB weight)
+COLUMN_SPLIT_ROWS = 64
+
 #: rows per GEMM block when the epilogue is applied block by block. Smaller blocks keep
 #: the tile in a nearer cache but make OpenBLAS re-pack the weight more often; the
 #: epilogues are compute-bound, so big blocks win (see rlx.backends.llvm.gemm.BLOCK_ROWS).
@@ -140,7 +149,16 @@ def parallel_matmul(a: np.ndarray, b: np.ndarray, out: np.ndarray, work: int,
         a = a.reshape(-1, a.shape[-1])  # one tall product instead of a batch of small ones
         out = out.reshape(-1, out.shape[-1])
     if a.ndim == 2 and b.ndim == 2:
-        rows = out.shape[0]
+        rows, cols = out.shape
+        if rows < COLUMN_SPLIT_ROWS and nthreads > 1:
+            step = 64  # columns per task: whole cache lines of the output rows
+
+            def part(lo, hi):
+                c0, c1 = lo * step, min(cols, hi * step)
+                if c1 > c0:
+                    np.matmul(a, b[:, c0:c1], out=out[:, c0:c1])
+            threads.run_tasks(part, -(-cols // step), (), work, nthreads)
+            return
 
         def part(lo, hi):
             if hi > lo:
