@@ -23,6 +23,7 @@ from rlx.passes.lower_conv_transpose import lower_conv_transpose
 from rlx.passes.lower_linear import lower_linear
 from rlx.passes.lower_pool import lower_pool
 from rlx.passes.lower_windows import lower_windows
+from rlx.passes.narrow_rows import narrow_rows
 from rlx.passes.manager import Pass
 from rlx.passes.options import PassOptions
 from rlx.passes.simplify_movement import simplify_movement
@@ -37,6 +38,8 @@ PASSES: dict[str, Pass] = {p.name: p for p in [
     Pass("lower-attention", lower_attention,
          "attention -> matmul + rel-pos bias + softmax + matmul (if the options ask)"),
     Pass("lower-pool", lower_pool, "non-overlapping max_pool2d -> reshape + reduce_max"),
+    Pass("narrow-rows", narrow_rows,
+         "rows sliced away after a per-row matmul (+ bias) are not computed: slice its input"),
     Pass("fold-constants", fold_constants, "weight-only subexpressions -> derived weights"),
     Pass("simplify-movement", simplify_movement, "collapse reshape/transpose chains"),
     Pass("cse", cse, "merge identical computations"),
@@ -53,7 +56,7 @@ PASSES: dict[str, Pass] = {p.name: p for p in [
 #: Lowering from HIR to the primitive ops backends compile.
 LOWERING = ["infer-shapes", "lower-linear", "lower-conv", "lower-conv-transpose",
             "lower-windows", "lower-attention", "lower-pool"]
-CLEANUP = ["fold-constants", "simplify-movement", "cse", "dce"]
+CLEANUP = ["narrow-rows", "fold-constants", "simplify-movement", "cse", "dce"]
 
 
 def register(p: Pass) -> None:
