@@ -71,3 +71,19 @@ def test_many_row_gemm_still_splits_by_rows():
     compiled = check(build, NUMBA, atol=1e-4)
     (gemm,) = [k for k in compiled.plan.kernels if k is not None]
     assert gemm.tasks_per_row is not None and np.prod(gemm.spec.out_shape[:-1]) == 700
+
+
+@pytest.mark.parametrize("cols", [96, 4])
+def test_gemm_epilogue_reads_the_accumulator_through_the_output_view(cols):
+    """The epilogue updates the GEMM output in place; loaded through a second view of
+    the same buffer, LLVM's runtime alias check would fail and the loop run scalar."""
+    def build(b):
+        x = b.input("x", (300, 64))
+        y = b.add(b.matmul(x, b.weight("w", (64, cols))), b.weight("bias", (cols,)))
+        b.output(b.gelu(y, approximate="none"))
+        return {}
+
+    compiled = check(build, NUMBA, atol=1e-4)
+    (gemm,) = [k for k in compiled.plan.kernels if k is not None]
+    source = gemm.info.source
+    assert "x0 = w0[j]" in source and "r0 = a0" not in source, source
