@@ -413,17 +413,20 @@ def upscale_tokens(b: GraphBuilder, config, keys: Value) -> Value:
         # weight [Cin, Cout, 2, 2] -> [Cin, (kh, kw, Cout)]: folded once at bind time
         w = b.weight(f"{prefix}.weight", (cin, cout, 2, 2))
         wm = b.reshape(b.transpose(w, perm=(0, 2, 3, 1)), shape=(cin, 4 * cout))
-        rows = x.shape[1]
-        y = b.reshape(_mm(b, x, wm), shape=(bsz, rows * 4, cout))
-        return b.add(y, b.weight(f"{prefix}.bias", (cout,)))
+        # bias per (kh, kw, Cout) column (tiled at bind time), so it is added in the GEMM's
+        # own output shape (the GEMM epilogue) before the rows split into sub-pixels
+        bias = b.reshape(b.broadcast_to(b.reshape(b.weight(f"{prefix}.bias", (cout,)),
+                                                  shape=(1, cout)), shape=(4, cout)),
+                         shape=(4 * cout,))
+        return b.add(_mm(b, x, wm), bias)  # [B, rows, 4 * Cout]
 
     with b.scope("output_upscaling"):
-        x = deconv(keys, f"{p}.0", d, c1)  # [B, 4N, C/4]
+        x = b.reshape(deconv(keys, f"{p}.0", d, c1), shape=(bsz, 4 * n, c1))
         x = b.layer_norm(x, b.weight(f"{p}.1.weight", (c1,)), b.weight(f"{p}.1.bias", (c1,)),
                          axis=2, eps=c.layer_norm_2d_eps)
         x = b.gelu(x, approximate="none")
-        x = deconv(x, f"{p}.3", c1, c2)  # [B, 16N, C/8]
-        return b.gelu(x, approximate="none")
+        x = b.gelu(deconv(x, f"{p}.3", c1, c2), approximate="none")  # [B, 4N, 4 * C/8]
+        return b.reshape(x, shape=(bsz, 16 * n, c2))
 
 
 def mask_product_tokens(b: GraphBuilder, config, hyper_in: Value, features: Value) -> Value:
