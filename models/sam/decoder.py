@@ -46,7 +46,7 @@ one `WeightStore` binds every graph.
 from __future__ import annotations
 
 import math
-from typing import Tuple
+from typing import Optional, Tuple
 
 from rlx.ir import Graph, GraphBuilder
 from rlx.ir.graph import Value
@@ -195,7 +195,7 @@ def _split_heads(b: GraphBuilder, x: Value, heads: int) -> Value:
 
 
 def _attention(b: GraphBuilder, c: SamConfig, prefix: str, q: Value, k: Value, v: Value,
-               internal: int) -> Value:
+               internal: int, static: Optional[str] = None) -> Value:
     """The decoder's Attention: project to ``internal`` width, multi-head SDPA, project back.
 
     SAM's cross-attentions are between a handful of prompt tokens (T, about
@@ -206,10 +206,20 @@ def _attention(b: GraphBuilder, c: SamConfig, prefix: str, q: Value, k: Value, v
     per-prompt matrices of only heads*T columns (see `_attention_few_keys`
     and `_attention_few_queries`): 2 * N*d*heads*T. Both are exact
     rewrites (up to float rounding); the choice depends on shapes only.
+
+    ``static`` names the side ("keys" or "queries") that does not depend on
+    the prompt -- the first layer's image tokens. Its projections are then
+    worth computing: a staged graph keeps them per image, and per click only
+    products with the T prompt tokens remain (`_attention_standard` for
+    static keys, `_attention_static_queries` for static queries).
     """
     heads = c.decoder_num_heads
     hd = internal // heads
     nq, nk = q.shape[1], k.shape[1]
+    if static == "keys" and nq < nk:
+        return _attention_standard(b, c, prefix, q, k, v, internal)
+    if static == "queries" and nk < nq:
+        return _attention_static_queries(b, c, prefix, q, k, v, internal)
     if nk < hd and nk < nq:
         return _attention_few_keys(b, c, prefix, q, k, v, internal)
     if nq < hd and nq < nk:
@@ -278,6 +288,32 @@ def _attention_few_keys(b: GraphBuilder, c: SamConfig, prefix: str, q: Value, k:
     return b.add(out, b.weight(f"{prefix}.out_proj.bias", (d,)))
 
 
+def _attention_static_queries(b: GraphBuilder, c: SamConfig, prefix: str, q: Value,
+                              k: Value, v: Value, internal: int) -> Value:
+    """Many queries that do not change per prompt attending to few (T) prompt keys.
+
+    The query projection reads only the static side (kept per image by a
+    staged graph); scores are ``[heads, T, N]`` products with head width
+    ``hd``, softmax down the T keys of each column (image tokens contiguous),
+    and the output goes through the values pushed through the output
+    projection as in `_attention_few_keys`: ``[P_1 .. P_H] @ [V_h Wo_hᵀ]_h``.
+    """
+    d, heads = c.prompt_embed_dim, c.decoder_num_heads
+    hd = internal // heads
+    bsz, n, t = q.shape[0], q.shape[1], k.shape[1]
+    scale = 1.0 / math.sqrt(hd)
+    qh = _split_heads(b, _linear(b, q, f"{prefix}.q_proj", d, internal), heads)  # [B,H,N,hd]
+    kh = _split_heads(b, b.mul(_linear(b, k, f"{prefix}.k_proj", d, internal), scale), heads)
+    vh = _split_heads(b, _linear(b, v, f"{prefix}.v_proj", d, internal), heads)
+    p = b.softmax(b.matmul(kh, qh, transpose_b=True), axis=2)  # [B, H, T, N]
+    p = b.reshape(p, shape=(bsz, heads * t, n))
+    wo = b.weight(f"{prefix}.out_proj.weight", (d, internal))
+    wo_heads = b.reshape(b.transpose(wo, perm=(1, 0)), shape=(heads, hd, d))
+    u = b.reshape(b.matmul(vh, wo_heads), shape=(bsz, heads * t, d))
+    out = _mm(b, p, u, transpose_a=True)  # [B, N, d]
+    return b.add(out, b.weight(f"{prefix}.out_proj.bias", (d,)))
+
+
 def _attention_few_queries(b: GraphBuilder, c: SamConfig, prefix: str, q: Value, k: Value,
                            v: Value, internal: int) -> Value:
     """Few queries (T prompt tokens) attending to many keys (N image tokens).
@@ -316,8 +352,10 @@ def _norm(b: GraphBuilder, c: SamConfig, x: Value, prefix: str) -> Value:
 
 
 def _two_way_block(b: GraphBuilder, c: SamConfig, i: int, queries: Value, keys: Value,
-                   query_pe: Value, key_pe: Value) -> Tuple[Value, Value]:
+                   query_pe: Value, key_pe: Value, static_keys: bool) -> Tuple[Value, Value]:
+    """One TwoWayAttentionBlock; ``static_keys``: `keys` do not depend on the prompt."""
     p = f"{MD}.transformer.layers.{i}"
+    static = "keys" if static_keys else None
     d, cross = c.prompt_embed_dim, c.decoder_cross_attn_dim
     with b.scope(f"layers.{i}"):
         # (1) self-attention of the tokens; the first block sees no PE and has no residual
@@ -331,7 +369,7 @@ def _two_way_block(b: GraphBuilder, c: SamConfig, i: int, queries: Value, keys: 
         q = b.add(queries, query_pe)
         k = b.add(keys, key_pe)
         queries = b.add(queries, _attention(b, c, f"{p}.cross_attn_token_to_image", q, k, keys,
-                                            cross))
+                                            cross, static=static))
         queries = _norm(b, c, queries, f"{p}.norm2")
         # (3) MLP on the tokens
         h = b.relu(_linear(b, queries, f"{p}.mlp.lin1", d, c.decoder_mlp_dim))
@@ -341,25 +379,30 @@ def _two_way_block(b: GraphBuilder, c: SamConfig, i: int, queries: Value, keys: 
         q = b.add(queries, query_pe)
         k = b.add(keys, key_pe)
         keys = b.add(keys, _attention(b, c, f"{p}.cross_attn_image_to_token", k, q, queries,
-                                      cross))
+                                      cross, static="queries" if static_keys else None))
         keys = _norm(b, c, keys, f"{p}.norm4")
     return queries, keys
 
 
 def two_way_transformer(b: GraphBuilder, config, image_tokens: Value, image_pe: Value,
-                        point_embedding: Value) -> Tuple[Value, Value]:
+                        point_embedding: Value, static_image: bool = True
+                        ) -> Tuple[Value, Value]:
     """``TwoWayTransformer.forward`` on token-layout tensors.
 
     ``image_tokens`` ``[B, g*g, C]`` (embedding + dense prompt), ``image_pe``
     ``[1 or B, g*g, C]``, ``point_embedding`` ``[B, N, C]`` (output tokens +
     sparse prompt). Returns ``(queries [B, N, C], keys [B, g*g, C])``.
+    ``static_image``: the image tokens do not change per prompt (no mask
+    prompt in them), so the first layer projects them (see `_attention`);
+    the result is the same either way.
     """
     c = get_config(config)
     _check_config(c)
     queries, keys = point_embedding, image_tokens
     with b.scope("transformer"):
         for i in range(c.decoder_depth):
-            queries, keys = _two_way_block(b, c, i, queries, keys, point_embedding, image_pe)
+            queries, keys = _two_way_block(b, c, i, queries, keys, point_embedding, image_pe,
+                                           static_keys=static_image and i == 0)
         p = f"{MD}.transformer"
         q = b.add(queries, point_embedding)
         k = b.add(keys, image_pe)

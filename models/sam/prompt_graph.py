@@ -17,11 +17,12 @@ kernels go through the profile's kernel cache like any other graph's.
 
 Each bucket is compiled *staged* (`rlx.runtime.staged`) with the image
 embedding marked as a slow input: what depends on the image alone -- the
-embedding in token layout plus the no-mask embedding, and that plus the dense
-positional encoding, which the first transformer layer reads -- is computed
-once per image and kept; the clicks of one image only run the rest. (With a
-mask prompt the dense embedding varies per click, and only the token-layout
-embedding is kept.)
+embedding in token layout plus the no-mask embedding, and the first
+transformer layer's projections of it (keys and values of token->image,
+queries of image->token; the builder picks that form for a static image
+side) -- is computed once per image and kept; the clicks of one image only
+run the rest. (With a mask prompt the dense embedding varies per click, and
+only the token-layout embedding is kept.)
 
 Why the dense positional encoding and the no-mask embedding are built *in*
 the graph rather than passed in from the host: both depend on weights only,
@@ -102,7 +103,7 @@ def build_prompt_to_masks(config, num_sparse: int, has_mask: bool = False,
     points = output_tokens(b, c)
     if sparse is not None:
         points = b.concat(points, sparse, axis=1)
-    queries, keys = two_way_transformer(b, c, src, pe, points)
+    queries, keys = two_way_transformer(b, c, src, pe, points, static_image=mask is None)
     hyper_in, iou = mlp_heads(b, c, queries)
     masks = mask_product_tokens(b, c, hyper_in, upscale_tokens(b, c, keys))
     b.output(masks, iou)

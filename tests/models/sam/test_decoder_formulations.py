@@ -3,7 +3,8 @@
 * `_attention` picks, by shape, the standard form (projections + one
   attention op), the few-keys form (image tokens attending to a handful of
   prompt tokens) or the few-queries form (prompt tokens attending to the
-  image). Each is checked against the official ``Attention`` module at the
+  image); with a static image side (the first layer) it projects that side
+  instead (standard form, or the static-queries form). Each is checked against the official ``Attention`` module at the
   real decoder width (256, 8 heads, downsample 2), with token counts on both
   sides of the switch-over (T < head width 16 and T >= 16).
 * `upscale_tokens` + `mask_product_tokens` (token layout, what the bucket
@@ -39,12 +40,12 @@ def weights(vit_b_build):
             if k.startswith("mask_decoder.")}
 
 
-def _attention_graph(prefix: str, nq: int, nk: int, internal: int):
+def _attention_graph(prefix: str, nq: int, nk: int, internal: int, static=None):
     c = CONFIGS["vit_b"]
     d = c.prompt_embed_dim
     b = GraphBuilder("attention")
     q, k, v = (b.input(n, (1, s, d)) for n, s in (("q", nq), ("k", nk), ("v", nk)))
-    b.output(dec._attention(b, c, f"mask_decoder.{prefix}", q, k, v, internal))
+    b.output(dec._attention(b, c, f"mask_decoder.{prefix}", q, k, v, internal, static=static))
     return b.build()
 
 
@@ -52,34 +53,42 @@ def _ops(graph):
     return {n.op for n in graph.nodes}
 
 
-# (module, queries, keys, form): token->image with T prompt tokens as queries, image->token
-# with T prompt tokens as keys; T = 7 (one click) and 20 (above the head width of 16).
+# (module, queries, keys, static side, form): token->image with T prompt tokens as queries,
+# image->token with T prompt tokens as keys; T = 7 (one click) and 20 (above the head width
+# of 16); the first layer's image side is static (projected, kept per image when staged).
 CASES = [
-    ("transformer.layers.0.cross_attn_token_to_image", 7, N_IMAGE, "few_queries"),
-    ("transformer.layers.0.cross_attn_image_to_token", N_IMAGE, 7, "few_keys"),
-    ("transformer.final_attn_token_to_image", 20, N_IMAGE, "standard"),
-    ("transformer.layers.1.cross_attn_image_to_token", N_IMAGE, 20, "standard"),
-    ("transformer.layers.1.self_attn", 7, 7, "standard"),
+    ("transformer.layers.0.cross_attn_token_to_image", 7, N_IMAGE, None, "few_queries"),
+    ("transformer.layers.0.cross_attn_image_to_token", N_IMAGE, 7, None, "few_keys"),
+    ("transformer.final_attn_token_to_image", 20, N_IMAGE, None, "standard"),
+    ("transformer.layers.1.cross_attn_image_to_token", N_IMAGE, 20, None, "standard"),
+    ("transformer.layers.1.self_attn", 7, 7, None, "standard"),
+    ("transformer.layers.0.cross_attn_token_to_image", 7, N_IMAGE, "keys", "standard"),
+    ("transformer.layers.0.cross_attn_image_to_token", N_IMAGE, 7, "queries", "static_queries"),
 ]
 
 
+def _image_side_width(graph, big: int, internal: int) -> bool:
+    """Is any [.., N, .., internal] value computed (a projection of the image side)?"""
+    return any(big in out.shape and internal in out.shape
+               for node in graph.nodes for out in node.outputs)
+
+
 @pytest.mark.parametrize("profile", PROFILES)
-@pytest.mark.parametrize("module,nq,nk,form", CASES,
-                         ids=[f"{m.split('.')[-1]}-{f}-{nq}x{nk}" for m, nq, nk, f in CASES])
+@pytest.mark.parametrize("module,nq,nk,static,form", CASES,
+                         ids=[f"{m.split('.')[-1]}-{f}-{nq}x{nk}" for m, nq, nk, _, f in CASES])
 @torch.no_grad()
 def test_attention_forms_match_the_official_module(official, weights, profile, module, nq,
-                                                   nk, form):
+                                                   nk, static, form):
     mod = official.get_submodule(module)
     internal = mod.internal_dim
-    graph = _attention_graph(module, nq, nk, internal)
-    # The form is chosen by shape: only the standard form has an attention op.
+    graph = _attention_graph(module, nq, nk, internal, static)
+    # The form is chosen by shape (and the static side): only the standard form has an
+    # attention op; the few-token forms never project the image side.
     assert ("attention" in _ops(graph)) == (form == "standard")
-    if form != "standard":
-        # Nothing of width `internal` is ever computed on the image side.
-        big = nq if form == "few_keys" else nk
-        for node in graph.nodes:
-            for out in node.outputs:
-                assert not (big in out.shape and internal in out.shape), (node.op, out.shape)
+    if form in ("few_keys", "few_queries"):
+        assert not _image_side_width(graph, max(nq, nk), internal)
+    if static is not None:
+        assert _image_side_width(graph, max(nq, nk), internal)
     d = CONFIGS["vit_b"].prompt_embed_dim
     q, k, v = random_inputs([(1, nq, d), (1, nk, d), (1, nk, d)], seed=11)
     (got,) = compile_graph(graph, profile, weights)(q, k, v)
