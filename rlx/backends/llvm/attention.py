@@ -165,6 +165,7 @@ class _Block:
         self.params = self.fn.args[3:3 + n_ptrs]
         self.out, self.scratch = self.fn.args[3 + n_ptrs], self.fn.args[4 + n_ptrs]
         self.align = 4 * vc.lanes
+        self.avx512 = vc.lanes == 16 and vc.regs == 32
 
     # ---- addressing --------------------------------------------------------------------------
 
@@ -264,7 +265,8 @@ class _Block:
             out = []
             for v in range(nv):
                 at = b.add(b.mul(j, U.i64(rl)), U.i64(v * V.lanes))
-                ev = self.math.exp_f32_nonpos(b, b.fsub(V.load(b, st, at, self.align), mx[v]))
+                ev = self.math.exp_f32_nonpos(b, b.fsub(V.load(b, st, at, self.align), mx[v]),
+                                                avx512=self.avx512)
                 V.store(b, ev, st, at, self.align)
                 out.append(b.fadd(ps[v], ev))
             return out
