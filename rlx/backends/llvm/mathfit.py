@@ -36,7 +36,6 @@ def lawson(xs, target, powers, weight, iters: int = 60):
 
 def fits() -> dict:
     erf = np.vectorize(math.erf)
-    erfc = np.vectorize(math.erfc)
     out = {}
     # exp(r) = P(r) on |r| <= ln2/2 (after x = n ln2 + r), one Horner chain, relative error
     r = chebyshev_nodes(-math.log(2) / 2, math.log(2) / 2)
@@ -44,11 +43,9 @@ def fits() -> dict:
     # erf(x) = x P(x^2) on |x| <= 1, relative error
     x = chebyshev_nodes(1e-4, 1.0)
     out["ERF_SMALL"] = lawson(x, erf(x) / x, [2 * k for k in range(7)], x)
-    # erfc(x) = exp(-x^2) R(x) on [1, 4], R a polynomial in u = x - 2.5; absolute error
-    # (weight exp(-x^2)), so no division is needed
-    x = chebyshev_nodes(1.0, 4.0)
-    rx = erfc(x) * np.exp(x * x)
-    out["ERFC_R"] = lawson(x - 2.5, rx, range(10), np.exp(-x * x))
+    # erf(x) on [1, 3.92] as a polynomial in u = x - 2.46, absolute error (no exp, no division)
+    x = chebyshev_nodes(1.0, 3.92)
+    out["ERF_MID"] = lawson(x - 2.46, erf(x), range(13), np.ones_like(x))
     # tanh(x) = x + x^3 P(x^2) on |x| <= 0.625, relative error
     x = chebyshev_nodes(1e-4, 0.625)
     out["TANH_SMALL"] = lawson(x, (np.tanh(x) - x) / x ** 3, [2 * k for k in range(6)],
