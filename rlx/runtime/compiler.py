@@ -128,7 +128,9 @@ def compile_graph(graph: Graph, profile: "CompileProfile | str | None" = None,
         kernels[i] = ReferenceKernel(lowered.nodes[i])
     t2 = time.perf_counter()
     memory = plan_memory(lowered)
-    plan = ExecutablePlan(lowered, kernels, memory)
+    # A backend may ask for a setting around each call (numba: OpenBLAS at one thread for
+    # the whole call, not toggled per GEMM kernel); optional part of the Backend protocol.
+    plan = ExecutablePlan(lowered, kernels, memory, getattr(backend, "run_context", None))
     report = CompileReport(
         graph=graph.name, backend=backend.name, nodes_before=len(graph.nodes),
         nodes_after=len(lowered.nodes), kernels=sum(k is not None for k in kernels),

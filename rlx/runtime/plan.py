@@ -10,7 +10,8 @@ arena is shared between calls).
 from __future__ import annotations
 
 import time
-from typing import Mapping, Sequence
+from contextlib import nullcontext
+from typing import Callable, ContextManager, Mapping, Sequence
 
 import numpy as np
 
@@ -22,10 +23,14 @@ from rlx.runtime import timing
 
 
 class ExecutablePlan:
-    def __init__(self, graph: Graph, kernels: Sequence[Kernel | None], memory: MemoryPlan):
+    def __init__(self, graph: Graph, kernels: Sequence[Kernel | None], memory: MemoryPlan,
+                 run_context: Callable[[], ContextManager] | None = None):
         self.graph = graph
         self.kernels = list(kernels)  # None for view nodes (reshape aliases)
         self.memory = memory
+        #: entered around each run's kernel loop (a backend's process-wide setting its
+        #: kernels need, made once per call instead of once per kernel)
+        self.run_context = run_context
         self.weights: dict[str, np.ndarray] | None = None
         self._arena: np.ndarray | None = None
         self._static: dict[int, np.ndarray] = {}
@@ -68,6 +73,18 @@ class ExecutablePlan:
         profiling = timing.enabled()
         gname = self.graph.name
         t_start = time.perf_counter()
+        with self.run_context() if self.run_context is not None else nullcontext():
+            self._loop(env, fresh, profiling, gname)
+        if profiling:
+            timing.record_graph(gname, time.perf_counter() - t_start)
+        results = []
+        for v in self.graph.outputs:
+            a = env[id(v)]
+            owned = id(v) in fresh or id(self.memory.alias_of.get(id(v), v)) in fresh
+            results.append(a if owned else a.copy())
+        return results
+
+    def _loop(self, env: dict, fresh, profiling: bool, gname: str) -> None:
         for node, kernel in zip(self.graph.nodes, self.kernels):
             if kernel is None:  # a view: reshape of a contiguous buffer
                 src = env[id(node.inputs[0])]
@@ -89,11 +106,3 @@ class ExecutablePlan:
                                      time.perf_counter() - t0)
             else:
                 kernel(ins, outs)
-        if profiling:
-            timing.record_graph(gname, time.perf_counter() - t_start)
-        results = []
-        for v in self.graph.outputs:
-            a = env[id(v)]
-            owned = id(v) in fresh or id(self.memory.alias_of.get(id(v), v)) in fresh
-            results.append(a if owned else a.copy())
-        return results
