@@ -385,8 +385,8 @@ def _two_way_block(b: GraphBuilder, c: SamConfig, i: int, queries: Value, keys: 
 
 
 def two_way_transformer(b: GraphBuilder, config, image_tokens: Value, image_pe: Value,
-                        point_embedding: Value, static_image: bool = True
-                        ) -> Tuple[Value, Value]:
+                        point_embedding: Value, static_image: bool = True,
+                        out_tokens: Optional[int] = None) -> Tuple[Value, Value]:
     """``TwoWayTransformer.forward`` on token-layout tensors.
 
     ``image_tokens`` ``[B, g*g, C]`` (embedding + dense prompt), ``image_pe``
@@ -394,7 +394,10 @@ def two_way_transformer(b: GraphBuilder, config, image_tokens: Value, image_pe: 
     sparse prompt). Returns ``(queries [B, N, C], keys [B, g*g, C])``.
     ``static_image``: the image tokens do not change per prompt (no mask
     prompt in them), so the first layer projects them (see `_attention`);
-    the result is the same either way.
+    the result is the same either way. ``out_tokens``: only the first that
+    many query tokens are returned (the final attention and norm act on each
+    token on its own, so the others are not computed there; the mask heads
+    read only the IoU and mask tokens).
     """
     c = get_config(config)
     _check_config(c)
@@ -405,6 +408,9 @@ def two_way_transformer(b: GraphBuilder, config, image_tokens: Value, image_pe: 
                                            static_keys=static_image and i == 0)
         p = f"{MD}.transformer"
         q = b.add(queries, point_embedding)
+        if out_tokens is not None and out_tokens < queries.shape[1]:
+            q = b.slice_axis(q, 1, 0, out_tokens)
+            queries = b.slice_axis(queries, 1, 0, out_tokens)
         k = b.add(keys, image_pe)
         queries = b.add(queries, _attention(b, c, f"{p}.final_attn_token_to_image", q, k, keys,
                                             c.decoder_cross_attn_dim))

@@ -103,7 +103,8 @@ def build_prompt_to_masks(config, num_sparse: int, has_mask: bool = False,
     points = output_tokens(b, c)
     if sparse is not None:
         points = b.concat(points, sparse, axis=1)
-    queries, keys = two_way_transformer(b, c, src, pe, points, static_image=mask is None)
+    queries, keys = two_way_transformer(b, c, src, pe, points, static_image=mask is None,
+                                        out_tokens=1 + c.num_mask_tokens)
     hyper_in, iou = mlp_heads(b, c, queries)
     masks = mask_product_tokens(b, c, hyper_in, upscale_tokens(b, c, keys))
     b.output(masks, iou)

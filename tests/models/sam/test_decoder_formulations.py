@@ -115,3 +115,26 @@ def test_token_layout_upscale_and_mask_product_match_nchw(official, weights, pro
     up = official.output_upscaling(x)  # [1, C/8, 4g, 4g]
     ref = (t(hyper) @ up.reshape(1, d // 8, -1)).reshape(1, m, 4 * g, 4 * g).numpy()
     assert_close(got, ref, f"token-layout upscale + mask product [{profile}]")
+
+
+@torch.no_grad()
+def test_out_tokens_returns_the_leading_queries_of_the_full_transformer(official, weights):
+    """The bucket graph asks only for the IoU and mask tokens after the final attention."""
+    c = CONFIGS["vit_b"]
+    d, g = c.prompt_embed_dim, c.image_embedding_size
+    keep = 1 + c.num_mask_tokens
+    emb, pe, points = random_inputs([(1, g * g, d), (1, g * g, d), (1, keep + 3, d)], seed=13)
+    outs = []
+    for out_tokens in (None, keep):
+        b = GraphBuilder("twt")
+        ins = [b.input(n, x.shape) for n, x in (("emb", emb), ("pe", pe), ("points", points))]
+        q, k = dec.two_way_transformer(b, c, *ins, out_tokens=out_tokens)
+        b.output(q, k)
+        outs.append(compile_graph(b.build(), "numba", weights)(emb, pe, points))
+    (q_all, k_all), (q_keep, k_keep) = outs
+    assert q_keep.shape == (1, keep, d) and q_all.shape == (1, keep + 3, d)
+    np.testing.assert_allclose(q_keep, q_all[:, :keep], rtol=1e-5, atol=1e-5)
+    np.testing.assert_array_equal(k_keep, k_all)
+    ref_q, _ = official.transformer(t(emb).transpose(1, 2).reshape(1, d, g, g),
+                                    t(pe).transpose(1, 2).reshape(1, d, g, g), t(points))
+    assert_close(q_keep, ref_q[:, :keep].numpy(), "two-way transformer, leading tokens")
