@@ -324,3 +324,23 @@ def test_gemm_operands_read_through_index_maps(native):
     prof = LLVM.replace(gemm="native" if native else "blas", name="llvm-gv")
     compiled = check(gemm_views, prof, rtol=1e-5, atol=1e-5)
     assert _kinds(compiled) == ["llvm.gemm"] * 4
+
+
+@pytest.mark.parametrize("m, n, k, device", [
+    (14, 14, 64, "cpu"), (7, 40, 5, "cpu"), (64, 64, 64, "cpu"), (13, 33, 3, "cpu"),
+    (13, 15, 3, "cpu-avx2"), (13, 15, 3, "cpu-generic")])
+def test_batches_of_small_products_on_the_register_tile_loop(m, n, k, device):
+    # per-entry work <= gemm.SMALL_WORK: no BLAS call; row tiles with a remainder, the last
+    # vector of each row masked (n not a multiple of the vector width), a transposed left
+    # operand read in place, a right operand broadcast over one batch dim, an epilogue;
+    # a left operand broadcast over the batch
+    def build(b):
+        a = b.transpose(b.input("at", (3, 4, k, m)), perm=(0, 1, 3, 2))
+        w = b.input("w", (4, k, n))
+        b.output(b.add(b.matmul(a, w), b.input("bias", (n,))),
+                 b.matmul(b.input("a2", (m, k)), b.input("w2", (12, k, n))))
+        return {}
+    compiled = check(build, LLVM.replace(device=device, name=f"llvm-{device}"), rtol=1e-5,
+                     atol=1e-5)
+    kernels = [k_ for k_ in compiled.plan.kernels if k_ is not None]
+    assert [k_.calls_blas for k_ in kernels] == [False, False]

@@ -135,7 +135,7 @@ class LLVMBackend:
             p = gemm.plan(spec, transposed_operands=not native, threads=threads)
             work = math.prod(spec.out_shape) * max(p.k, 1)
             return Generated("gemm", gemm.gemm_module(spec, n_in, out_dts[0], title, native,
-                                                      bits, threads, fm), p.tasks, work,
+                                                      bits, threads, fm, vc), p.tasks, work,
                              n_in + 1 + (2 if native else 0))
         if isinstance(spec, AttentionSpec):
             b, nq, d = spec.q_shape
@@ -173,7 +173,7 @@ class LLVMBackend:
         nthreads = ctx.profile.effective_threads
         common = (loaded, gen.n_ptrs, gen.n_tasks, gen.work, nthreads, info)
         native = getattr(ctx.profile, "gemm", "blas") == "native" or found is None
-        blas_calls = isinstance(spec, GemmSpec) and not native
+        blas_calls = isinstance(spec, GemmSpec) and not native and not self._small(spec, node, ctx)
         if isinstance(spec, GemmSpec) and native:
             return kernels.NativeGemmKernel(*common, unusable=unusable, spec=spec)
         if isinstance(spec, AttentionSpec):
@@ -183,6 +183,15 @@ class LLVMBackend:
                 *common, unusable=unusable, n_operand_ptrs=gen.n_ptrs - 2,
                 scratch_elems=attention.scratch_floats(spec, vector_config(target)))
         return kernels.CompiledKernel(*common, unusable=unusable, calls_blas=blas_calls)
+
+    def _small(self, spec, node: Node, ctx: KernelContext) -> bool:
+        """The GEMM runs on the small register-tiled loop (no BLAS call)."""
+        from rlx.backends.llvm import gemm
+        from rlx.backends.llvm.target import target_for
+        from rlx.backends.llvm.vecir import vector_config
+
+        p = gemm.plan(spec, threads=ctx.profile.effective_threads)
+        return gemm.small(p, node.outputs[0].dtype, vector_config(target_for(ctx.profile.device)))
 
     def compile_many(self, nodes: Sequence[Node], ctx: KernelContext) -> list:
         from rlx.backends.common import threads

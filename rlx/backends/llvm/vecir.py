@@ -72,6 +72,30 @@ class Vec:
     def store(self, b: ir.IRBuilder, value, ptr, index, align: int = 4) -> None:
         b.store(value, b.gep(ptr, [index], inbounds=True, source_etype=F32), align=align)
 
+    def mask(self, n_valid: int) -> ir.Constant:
+        """A lane mask with the first `n_valid` lanes on."""
+        return ir.Constant(ir.VectorType(ir.IntType(1), self.lanes),
+                           [1 if i < n_valid else 0 for i in range(self.lanes)])
+
+    def load_n(self, b: ir.IRBuilder, ptr, index, n_valid: int, align: int = 4) -> ir.Value:
+        """The first `n_valid` floats at ptr[index] (zeros beyond; nothing past them is read)."""
+        if n_valid >= self.lanes:
+            return self.load(b, ptr, index, align)
+        fn = intrinsic(b.module, f"llvm.masked.load.v{self.lanes}f32.p0", self.ty,
+                       [ir.PointerType(), I32, self.mask(0).type, self.ty])
+        return b.call(fn, [b.gep(ptr, [index], inbounds=True, source_etype=F32),
+                           ir.Constant(I32, align), self.mask(n_valid), self.const(0.0)])
+
+    def store_n(self, b: ir.IRBuilder, value, ptr, index, n_valid: int, align: int = 4) -> None:
+        """Store the first `n_valid` lanes of `value` at ptr[index] (nothing else is written)."""
+        if n_valid >= self.lanes:
+            self.store(b, value, ptr, index, align)
+            return
+        fn = intrinsic(b.module, f"llvm.masked.store.v{self.lanes}f32.p0", ir.VoidType(),
+                       [self.ty, ir.PointerType(), I32, self.mask(0).type])
+        b.call(fn, [value, b.gep(ptr, [index], inbounds=True, source_etype=F32),
+                    ir.Constant(I32, align), self.mask(n_valid)])
+
     def fma(self, b: ir.IRBuilder, x, y, z) -> ir.Value:
         return b.call(self._fma, [x, y, z])
 
