@@ -99,12 +99,16 @@ def _attention(b: GraphBuilder, c: SamConfig, x: Value, i: int, side: int,
         with b.scope("rel_pos"):
             r_h = rel_pos_table(b, tab_h, side, side)  # [qh, kh, hd]
             r_w = rel_pos_table(b, tab_w, side, side)  # [qw, kw, hd]
+        # the tables as [q, hd, k]: weight-only, so transposed once at bind time, and the
+        # products below read them row by row
+        r_h = b.transpose(r_h, perm=(0, 2, 1))
+        r_w = b.transpose(r_w, perm=(0, 2, 1))
         rq = b.reshape(q, shape=(bsz, nh, side, side, hd))  # [B, nh, y, x, hd]
         # rel_h[b, h, y, x, ky] = sum_c q[b, h, y, x, c] * Rh[y, ky, c]: batch (B, nh, y)
-        rel_h = b.matmul(rq, r_h, transpose_b=True)
+        rel_h = b.matmul(rq, r_h)
         # rel_w[b, h, y, x, kx] = sum_c q[b, h, y, x, c] * Rw[x, kx, c]: x next to the batch
         rq_t = b.transpose(rq, perm=(0, 1, 3, 2, 4))  # [B, nh, x, y, hd]
-        rel_w = b.transpose(b.matmul(rq_t, r_w, transpose_b=True), perm=(0, 1, 3, 2, 4))
+        rel_w = b.transpose(b.matmul(rq_t, r_w), perm=(0, 1, 3, 2, 4))
         rel_h = b.reshape(rel_h, shape=(bn, n, side))
         rel_w = b.reshape(rel_w, shape=(bn, n, side))
     q, k, v = (b.reshape(t, shape=(bn, n, hd)) for t in (q, k, v))
