@@ -210,14 +210,14 @@ def _attention(b: GraphBuilder, c: SamConfig, prefix: str, q: Value, k: Value, v
     ``static`` names the side ("keys" or "queries") that does not depend on
     the prompt -- the first layer's image tokens. Its projections are then
     worth computing: a staged graph keeps them per image, and per click only
-    products with the T prompt tokens remain (`_attention_standard` for
-    static keys, `_attention_static_queries` for static queries).
+    products with the T prompt tokens remain (`_attention_static_keys`,
+    `_attention_static_queries`).
     """
     heads = c.decoder_num_heads
     hd = internal // heads
     nq, nk = q.shape[1], k.shape[1]
     if static == "keys" and nq < nk:
-        return _attention_standard(b, c, prefix, q, k, v, internal)
+        return _attention_static_keys(b, c, prefix, q, k, v, internal)
     if static == "queries" and nk < nq:
         return _attention_static_queries(b, c, prefix, q, k, v, internal)
     if nk < hd and nk < nq:
@@ -288,13 +288,38 @@ def _attention_few_keys(b: GraphBuilder, c: SamConfig, prefix: str, q: Value, k:
     return b.add(out, b.weight(f"{prefix}.out_proj.bias", (d,)))
 
 
+def _attention_static_keys(b: GraphBuilder, c: SamConfig, prefix: str, q: Value, k: Value,
+                           v: Value, internal: int) -> Value:
+    """Few (T) prompt queries attending to many keys that do not change per prompt.
+
+    The key and value projections read only the static side (kept per image
+    by a staged graph; the keys already transposed per head, ``[B, H, hd, N]``,
+    so the per-click score product is a plain ``[T, hd] @ [hd, N]`` per head).
+    Per click: the T queries' projection, ``heads x [T, N]`` scores, softmax
+    along the N image tokens, ``P @ V``, the output projection.
+    """
+    d, heads = c.prompt_embed_dim, c.decoder_num_heads
+    hd = internal // heads
+    bsz, t, n = q.shape[0], q.shape[1], k.shape[1]
+    scale = 1.0 / math.sqrt(hd)
+    kh_t = b.transpose(b.reshape(_linear(b, k, f"{prefix}.k_proj", d, internal),
+                                 shape=(bsz, n, heads, hd)), perm=(0, 2, 3, 1))  # [B,H,hd,N]
+    vh = _split_heads(b, _linear(b, v, f"{prefix}.v_proj", d, internal), heads)  # [B,H,N,hd]
+    qh = _split_heads(b, b.mul(_linear(b, q, f"{prefix}.q_proj", d, internal), scale), heads)
+    p = b.softmax(b.matmul(qh, kh_t), axis=3)  # [B, H, T, N]
+    o = b.matmul(p, vh)  # [B, H, T, hd]
+    o = b.reshape(b.transpose(o, perm=(0, 2, 1, 3)), shape=(bsz, t, internal))
+    return _linear(b, o, f"{prefix}.out_proj", internal, d)
+
+
 def _attention_static_queries(b: GraphBuilder, c: SamConfig, prefix: str, q: Value,
                               k: Value, v: Value, internal: int) -> Value:
     """Many queries that do not change per prompt attending to few (T) prompt keys.
 
     The query projection reads only the static side (kept per image by a
-    staged graph); scores are ``[heads, T, N]`` products with head width
-    ``hd``, softmax down the T keys of each column (image tokens contiguous),
+    staged graph, transposed per head: ``[B, H, hd, N]``); scores are
+    ``[heads, T, N]`` products with head width ``hd``, softmax down the T
+    keys of each column (image tokens contiguous),
     and the output goes through the values pushed through the output
     projection as in `_attention_few_keys`: ``[P_1 .. P_H] @ [V_h Wo_hᵀ]_h``.
     """
@@ -302,10 +327,11 @@ def _attention_static_queries(b: GraphBuilder, c: SamConfig, prefix: str, q: Val
     hd = internal // heads
     bsz, n, t = q.shape[0], q.shape[1], k.shape[1]
     scale = 1.0 / math.sqrt(hd)
-    qh = _split_heads(b, _linear(b, q, f"{prefix}.q_proj", d, internal), heads)  # [B,H,N,hd]
+    qh_t = b.transpose(b.reshape(_linear(b, q, f"{prefix}.q_proj", d, internal),
+                                 shape=(bsz, n, heads, hd)), perm=(0, 2, 3, 1))  # [B,H,hd,N]
     kh = _split_heads(b, b.mul(_linear(b, k, f"{prefix}.k_proj", d, internal), scale), heads)
     vh = _split_heads(b, _linear(b, v, f"{prefix}.v_proj", d, internal), heads)
-    p = b.softmax(b.matmul(kh, qh, transpose_b=True), axis=2)  # [B, H, T, N]
+    p = b.softmax(b.matmul(kh, qh_t), axis=2)  # [B, H, T, N]
     p = b.reshape(p, shape=(bsz, heads * t, n))
     wo = b.weight(f"{prefix}.out_proj.weight", (d, internal))
     wo_heads = b.reshape(b.transpose(wo, perm=(1, 0)), shape=(heads, hd, d))

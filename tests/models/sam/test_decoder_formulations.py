@@ -62,7 +62,7 @@ CASES = [
     ("transformer.final_attn_token_to_image", 20, N_IMAGE, None, "standard"),
     ("transformer.layers.1.cross_attn_image_to_token", N_IMAGE, 20, None, "standard"),
     ("transformer.layers.1.self_attn", 7, 7, None, "standard"),
-    ("transformer.layers.0.cross_attn_token_to_image", 7, N_IMAGE, "keys", "standard"),
+    ("transformer.layers.0.cross_attn_token_to_image", 7, N_IMAGE, "keys", "static_keys"),
     ("transformer.layers.0.cross_attn_image_to_token", N_IMAGE, 7, "queries", "static_queries"),
 ]
 

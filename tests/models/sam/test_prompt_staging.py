@@ -107,7 +107,7 @@ def test_vit_b_image_stage_keeps_the_first_layers_image_side():
     c = CONFIGS["vit_b"]
     split = split_stages(build_prompt_to_masks(c, 2, False), [IMAGE_INPUT])
     shapes = sorted(v.shape for v in split.slow_graph.outputs)
-    assert shapes == [(1, 8, 4096, 16)] * 3 + [(1, 4096, 256)]
+    assert shapes == [(1, 8, 16, 4096)] * 2 + [(1, 8, 4096, 16)] + [(1, 4096, 256)]
     assert split.slow_graph.op_counts()["linear"] == 3
     # with a mask prompt the image side varies per click: only the token layout is kept
     split = split_stages(build_prompt_to_masks(c, 2, True), [IMAGE_INPUT])
