@@ -344,3 +344,16 @@ def test_batches_of_small_products_on_the_register_tile_loop(m, n, k, device):
                      atol=1e-5)
     kernels = [k_ for k_ in compiled.plan.kernels if k_ is not None]
     assert [k_.calls_blas for k_ in kernels] == [False, False]
+
+
+def big_pads(b):
+    """Pads large enough to be split over the threads (fill + copy per range of rows), with
+    rows of pure fill at both ends of the split axis, and a negative fill value."""
+    x = b.input("x", (1, 300, 230))
+    b.output(b.pad(x, pads=(0, 0, 7, 5, 3, 2), value=-1.5), b.pad(x, pads=(2, 1, 0, 0, 0, 4)))
+    return {}
+
+
+def test_pad_split_over_threads():
+    compiled = check(big_pads, LLVM)
+    assert _kinds(compiled) == ["llvm.host.pad"] * 2

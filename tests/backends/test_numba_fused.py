@@ -264,3 +264,10 @@ def test_gemm_operands_read_through_index_maps():
 
     compiled = check(gemm_views, rtol=1e-5, atol=1e-5)
     assert _kinds(compiled) == ["numba.gemm"] * 4
+
+
+def test_pad_split_over_threads():
+    from tests.backends.test_llvm_fused import big_pads
+
+    compiled = check(big_pads)
+    assert _kinds(compiled) == ["numba.host.pad"] * 2

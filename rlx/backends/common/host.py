@@ -15,13 +15,12 @@ import numpy as np
 from rlx.backends.common.spec import HostSpec
 
 
-def run_host(spec: HostSpec, inputs, outputs) -> None:
+def run_host(spec: HostSpec, inputs, outputs, nthreads: int = 1) -> None:
+    """`spec`'s op from `inputs` into `outputs[0]`; pad is split over `nthreads` threads
+    (numpy releases the GIL while it copies)."""
     op, at, out = spec.op, spec.attrs, outputs[0]
     if op == "pad":
-        (x,) = inputs
-        p = at["pads"]
-        out.fill(at["value"])
-        out[tuple(slice(p[2 * i], p[2 * i] + d) for i, d in enumerate(x.shape))] = x
+        _pad(inputs[0], out, at["pads"], at["value"], nthreads)
     elif op == "concat":
         np.concatenate(inputs, axis=at["axis"], out=out)
     elif op == "gather":
@@ -42,6 +41,38 @@ def run_host(spec: HostSpec, inputs, outputs) -> None:
         np.copyto(out, np.arange(at["start"], at["stop"], at["step"]), casting="unsafe")
     else:  # pragma: no cover - HOST_OPS is closed
         raise KeyError(op)
+
+
+def _pad(x, out, pads, value, nthreads: int) -> None:
+    """out = x padded: every thread fills and copies its own range of the first dim of
+    extent > 1 (out-of-range rows are pure fill)."""
+    from rlx.backends.common import threads
+
+    lo = [pads[2 * i] for i in range(x.ndim)]
+    axis = next((d for d in range(out.ndim) if out.shape[d] > 1), None)
+
+    def part(a, b):
+        sel_out = [slice(None)] * out.ndim
+        sel_x = [slice(lo[d], lo[d] + x.shape[d]) for d in range(x.ndim)]
+        if axis is not None:
+            sel_out[axis] = slice(a, b)
+        block = out[tuple(sel_out)]
+        block.fill(value)
+        if axis is not None:  # the rows of x that land in [a, b)
+            r0, r1 = max(a, lo[axis]), min(b, lo[axis] + x.shape[axis])
+            if r1 <= r0:
+                return
+            sel_x[axis] = slice(r0 - a, r1 - a)
+            block[tuple(sel_x)] = x[tuple(slice(None) if d != axis else slice(r0 - lo[axis],
+                                                                                r1 - lo[axis])
+                                          for d in range(x.ndim))]
+        else:
+            block[tuple(sel_x)] = x
+
+    if axis is None:
+        part(0, 1)
+        return
+    threads.run_tasks(part, out.shape[axis], (), out.size, nthreads)
 
 
 def _im2col(x, out, kernel, stride, padding, dilation) -> None:

@@ -156,7 +156,7 @@ class LLVMBackend:
         if isinstance(spec, HostSpec):
             info = KernelInfo(name=node.outputs[0].name, kind=f"llvm.host.{spec.op}",
                               extra={"compiled": False})
-            return kernels.HostKernel(spec, info)
+            return kernels.HostKernel(spec, info, ctx.profile.effective_threads)
         t0 = time.perf_counter()
         target = target_for(ctx.profile.device)
         gen = self.generate(node, ctx)

@@ -149,9 +149,10 @@ class HostKernel:
     (`rlx.backends.common.host`): copies or tiny reductions that numpy already does in
     one pass each, so no code is generated for them."""
 
-    def __init__(self, spec, info: KernelInfo):
+    def __init__(self, spec, info: KernelInfo, nthreads: int = 1):
         self.spec = spec
         self.info = info
+        self.nthreads = nthreads
 
     def __call__(self, inputs, outputs) -> None:
-        run_host(self.spec, inputs, outputs)
+        run_host(self.spec, inputs, outputs, self.nthreads)

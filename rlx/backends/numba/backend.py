@@ -129,7 +129,7 @@ class NumbaBackend:
             return kernels.AttentionKernel(spec, fns["softmax"], info, nt)
         if isinstance(spec, HostSpec):
             info.kind = f"numba.host.{spec.op}"
-            return kernels.HostKernel(spec, info)
+            return kernels.HostKernel(spec, info, nt)
         raise ValueError(f"unknown spec {type(spec).__name__}")
 
     def run_context(self):

@@ -278,12 +278,13 @@ class AttentionKernel:
 class HostKernel:
     """Data movement through numpy (pad, concat, gather, im2col, reductions, fills)."""
 
-    def __init__(self, spec: HostSpec, info: KernelInfo):
+    def __init__(self, spec: HostSpec, info: KernelInfo, nthreads: int = 1):
         self.spec = spec
         self.info = info
+        self.nthreads = nthreads
 
     def __call__(self, inputs, outputs) -> None:
-        run_host(self.spec, inputs, outputs)
+        run_host(self.spec, inputs, outputs, self.nthreads)
 
 
 def cost_of(program) -> int:
