@@ -36,6 +36,41 @@ TASK_LABELS = {
     "prompt": "prompt -> masks: 1 point, multimask, post-processed to 1500x2000",
 }
 
+
+def task_variants(task: str, threads: int, encoder_threads: list[int], points: list[int]):
+    """(task name, base task, thread count, runner kwargs) for one base task.
+
+    The main measurement keeps the plain task name; the scaling variants are
+    ``encoder@<n>t`` (same encoder at n threads) and ``prompt@<n>pt`` (n clicks)."""
+    if task == "encoder":
+        for n in encoder_threads:
+            yield ("encoder" if n == threads else f"encoder@{n}t"), task, n, {}
+    else:
+        for n in points:
+            yield ("prompt" if n == 1 else f"prompt@{n}pt"), task, threads, (
+                {} if n == 1 else {"points": n})
+
+
+def task_label(name: str) -> str:
+    if name in TASK_LABELS:
+        return TASK_LABELS[name]
+    base, _, var = name.partition("@")
+    if base == "encoder" and var.endswith("t"):
+        return f"{TASK_LABELS['encoder']}, {var[:-1]} thread(s)"
+    if base == "prompt" and var.endswith("pt"):
+        return f"prompt -> masks: {var[:-2]} points, multimask, post-processed to 1500x2000"
+    return name
+
+
+def _int_list(text: str, what: str) -> list[int]:
+    try:
+        out = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise SystemExit(f"{what}: expected a comma list of integers, got {text!r}") from None
+    if not out or min(out) < 1:
+        raise SystemExit(f"{what}: expected positive integers, got {text!r}")
+    return out
+
 # The known systems: name -> {task: runner target}. A system with no runner
 # for a task is simply not measured on it. ``rlx`` (and ``rlx-<profile>``,
 # which passes profile=<profile>) is a placeholder for the compiler's own
@@ -138,10 +173,11 @@ def format_table(report: dict) -> str:
     peak = blas.get("peak_gflops")
     for task, rows in report["results"].items():
         lines.append("")
-        lines.append(TASK_LABELS.get(task, task))
+        lines.append(task_label(task))
         peers = [s for s, r in rows.items() if r.get("status") == "ok"]
+        encoder_task = task.partition("@")[0] == "encoder"
         head = f"  {'system':<16s} {'median':>11s} {'min':>11s} {'setup':>8s} {'peak RSS':>9s}"
-        if task == "encoder":
+        if encoder_task:
             head += f" {'GFLOP/s':>8s}"
             if peak:
                 head += f" {'%BLAS':>6s}"
@@ -154,7 +190,7 @@ def format_table(report: dict) -> str:
                 continue
             row = (f"  {s:<16s} {_t(r['median_s']):>11s} {_t(r['min_s']):>11s} "
                    f"{r['setup_median_s']:7.1f}s {r['peak_rss_mb_max'] / 1024:7.2f}GB")
-            if task == "encoder":
+            if encoder_task:
                 gfs = gflop / r["median_s"]
                 row += f" {gfs:8.1f}"
                 if peak:
@@ -183,6 +219,7 @@ def format_table(report: dict) -> str:
                 notes.append(f"{s}: {r['n_failed_children']} child(ren) failed: {r.get('child_error')}")
         for n in notes:
             lines.append(f"  note: {n}")
+    lines.extend(format_scaling(report))
     lines.append("")
     lines.append("  'vs X' = median time of X / median time of this system (>1: this one is faster)")
     lines.append(f"  GFLOP/s = {gflop:.2f} GFLOP (matmul/conv/einsum FLOPs of the {meta['model']} "
@@ -215,6 +252,41 @@ def format_table(report: dict) -> str:
     return "\n".join(lines)
 
 
+def format_scaling(report: dict) -> list[str]:
+    """The scaling table: encoder time per thread count, prompt time per click count."""
+    res = report["results"]
+    threads = report["meta"]["threads"]
+    enc = {threads: "encoder", **{int(t.split("@")[1][:-1]): t for t in res
+                                  if t.startswith("encoder@")}}
+    pts = {1: "prompt", **{int(t.split("@")[1][:-2]): t for t in res if t.startswith("prompt@")}}
+    enc = {n: t for n, t in sorted(enc.items()) if t in res}
+    pts = {n: t for n, t in sorted(pts.items()) if t in res}
+    if len(enc) < 2 and len(pts) < 2:
+        return []
+    systems = list(dict.fromkeys(s for t in list(enc.values()) + list(pts.values())
+                                 for s in res[t]))
+
+    def cell(task, system):
+        r = res[task].get(system, {})
+        return _t(r["median_s"]) if r.get("status") == "ok" else f"{'—':>11s}"
+
+    cols = [(f"enc {n}t", t) for n, t in enc.items()] + [(f"{n} pt", t) for n, t in pts.items()]
+    lines = ["", "scaling (median times): encoder per thread count, prompt -> masks per click count"]
+    head = f"  {'system':<16s} " + " ".join(f"{c:>11s}" for c, _ in cols)
+    if len(enc) >= 2:
+        lo, hi = min(enc), max(enc)
+        head += f" {f'enc {lo}t/{hi}t':>11s}"
+    lines.append(head)
+    for s in systems:
+        row = f"  {s:<16s} " + " ".join(cell(t, s) for _, t in cols)
+        if len(enc) >= 2:
+            a, b = res[enc[lo]].get(s, {}), res[enc[hi]].get(s, {})
+            ok = a.get("status") == "ok" and b.get("status") == "ok"
+            row += f" {a['median_s'] / b['median_s']:10.2f}x" if ok else f" {'—':>11s}"
+        lines.append(row)
+    return lines
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(
         prog="python -m benchmarks.bench_sam",
@@ -230,6 +302,12 @@ def main(argv=None) -> int:
     ap.add_argument("--systems", default=DEFAULT_SYSTEMS,
                     help=f"comma list (default {DEFAULT_SYSTEMS}); also rlx-<profile>")
     ap.add_argument("--tasks", default=",".join(TASKS), help="comma list of encoder,prompt")
+    ap.add_argument("--encoder-threads", default=None, metavar="N,M",
+                    help="also time the encoder at these thread counts (default: --threads)")
+    ap.add_argument("--points", default="1", metavar="N,M",
+                    help="time prompt -> masks for these click counts (default 1)")
+    ap.add_argument("--scaling", action="store_true",
+                    help="shorthand for --encoder-threads 1,<threads> --points 1,4,16")
     ap.add_argument("--warmup", type=int, default=1, help="untimed calls per process")
     ap.add_argument("--encoder-runs", type=int, default=3, help="timed encoder calls per process")
     ap.add_argument("--prompt-runs", type=int, default=30, help="timed prompt calls per process")
@@ -259,6 +337,11 @@ def main(argv=None) -> int:
         if t not in TASKS:
             raise SystemExit(f"unknown task {t!r}; known: {', '.join(TASKS)}")
     systems = [s.strip() for s in args.systems.split(",") if s.strip()]
+    encoder_threads = _int_list(args.encoder_threads or str(args.threads), "--encoder-threads")
+    points = _int_list(args.points, "--points")
+    if args.scaling:
+        encoder_threads = sorted(set(encoder_threads) | {1, args.threads})
+        points = sorted(set(points) | {1, 4, 16})
     common_kw = {"model": args.model, "seed": args.seed}
     if args.checkpoint:
         common_kw["checkpoint"] = os.path.abspath(args.checkpoint)
@@ -266,15 +349,17 @@ def main(argv=None) -> int:
     jobs = []
     for s in systems:
         runners, extra = system_runners(s)
-        for t in tasks:
-            if t not in runners:
+        for base in tasks:
+            if base not in runners:
                 continue
-            kw = dict(common_kw, **extra)
-            if s == "torch-compile":
-                kw["cold_cache"] = not args.compile_warm_cache
-            runs = args.encoder_runs if t == "encoder" else args.prompt_runs
-            jobs.append(Job(s, t, RunnerSpec.make(runners[t], **kw), args.warmup, runs,
-                            timeout_s=args.timeout))
+            for name, _, n_threads, task_kw in task_variants(base, args.threads, encoder_threads,
+                                                             points):
+                kw = dict(common_kw, **extra, **task_kw)
+                if s == "torch-compile":
+                    kw["cold_cache"] = not args.compile_warm_cache
+                runs = args.encoder_runs if base == "encoder" else args.prompt_runs
+                jobs.append(Job(s, name, RunnerSpec.make(runners[base], **kw), args.warmup, runs,
+                                timeout_s=args.timeout, threads=n_threads))
     if not jobs:
         raise SystemExit("nothing to run")
 
@@ -293,6 +378,8 @@ def main(argv=None) -> int:
         "weights": "checkpoint" if args.checkpoint else f"re-drawn, seed {args.seed}",
         "systems": systems,
         "tasks": tasks,
+        "encoder_threads": encoder_threads,
+        "points": points,
         "machine": machine_info(),
         "versions": package_versions(),
         "openblas_env": openblas_env,
@@ -359,7 +446,7 @@ def main(argv=None) -> int:
                 "subtitle": f"{meta['date']} | {m.get('cpu', '?')} | {m.get('cpus')} cpus | "
                 f"{args.repeat} processes x runs per system",
                 "results": report["results"],
-                "task_labels": TASK_LABELS,
+                "task_labels": {t: task_label(t) for t in report["results"]},
             },
             args.chart,
         )

@@ -14,7 +14,8 @@ JSON-able detail (compile time, versions, numerical checks, ...).
 A runner module may also define ``prepare(threads=N, **kwargs) -> dict``
 (e.g. ONNX export): the parent runs it once, in its own subprocess, before
 any timed child of that runner, so one-off work does not land in a timed
-child's setup or peak memory.
+child's setup or peak memory. It receives those of the runner's keyword
+arguments that its signature names.
 
 If the module (or function) cannot be imported, the system is reported as
 *not available* together with the import error -- nothing is made up.
@@ -41,6 +42,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import importlib
+import inspect
 import json
 import os
 import statistics
@@ -163,6 +165,11 @@ def child_main(spec: dict) -> dict:
             if prep is None:
                 res.update(status="ok", info={"prepare": "none"})
                 return res
+            params = inspect.signature(prep).parameters
+            if not any(p.kind is p.VAR_KEYWORD for p in params.values()):
+                # per-measurement arguments (e.g. a prompt's click count) that
+                # the one-off preparation does not take are not passed to it
+                kwargs = {k: v for k, v in kwargs.items() if k in params}
             t0 = time.perf_counter()
             info = prep(threads=threads, **kwargs) or {}
             res.update(status="ok", prepare_s=time.perf_counter() - t0, info=info)
@@ -405,6 +412,7 @@ class Job:
     runs: int = 3
     timeout_s: float | None = None
     env_extra: dict | None = None
+    threads: int | None = None  # overrides run_jobs(threads=...) for this job
 
 
 def summarize(children: list[dict]) -> dict:
@@ -479,8 +487,8 @@ def run_jobs(
         if pkey in prepared:
             p = prepared[pkey]
         else:
-            p = run_child(j.spec, threads, 0, 0, mode="prepare", timeout_s=j.timeout_s,
-                          env_extra=j.env_extra)
+            p = run_child(j.spec, j.threads or threads, 0, 0, mode="prepare",
+                          timeout_s=j.timeout_s, env_extra=j.env_extra)
             prepared[pkey] = p
             if p.get("status") == "ok" and "prepare_s" in p:
                 log(f"[prepare] {j.system}: {j.spec.module}.prepare() took {p['prepare_s']:.1f} s")
@@ -499,7 +507,8 @@ def run_jobs(
             for attempt in range(retries + 1):
                 if wait_quiet_s > 0:
                     wait_for_quiet(wait_quiet_s, log=log)
-                res = run_child(j.spec, threads, j.warmup, j.runs, timeout_s=j.timeout_s,
+                res = run_child(j.spec, j.threads or threads, j.warmup, j.runs,
+                                timeout_s=j.timeout_s,
                                 env_extra=j.env_extra)
                 noisy = (
                     max_foreign is not None

@@ -58,11 +58,23 @@ def prompt_image(seed: int = 0) -> np.ndarray:
     return np.clip(img, 0, 255).astype(np.uint8)
 
 
-def prompt_point():
-    return (
-        np.array([PROMPT_POINT_XY], dtype=np.float64),
-        np.array([1], dtype=np.int64),
-    )
+def prompt_point(points: int = 1):
+    """``points`` clicks: the foreground click at PROMPT_POINT_XY first, then
+    (for the decoder scaling table) further clicks on a fixed spiral around
+    it, alternating background/foreground labels -- the same for every peer."""
+    if points < 1:
+        raise ValueError(f"points must be >= 1, got {points}")
+    xy = [PROMPT_POINT_XY]
+    labels = [1]
+    h, w = PROMPT_IMAGE_HW
+    for i in range(1, points):
+        angle = 2.399963 * i  # golden angle: well spread, deterministic
+        radius = 40.0 * math.sqrt(i)
+        x = min(max(PROMPT_POINT_XY[0] + radius * math.cos(angle), 0.0), w - 1.0)
+        y = min(max(PROMPT_POINT_XY[1] + radius * math.sin(angle), 0.0), h - 1.0)
+        xy.append((x, y))
+        labels.append(int(i % 2 == 0))
+    return np.array(xy, dtype=np.float64), np.array(labels, dtype=np.int64)
 
 
 # --------------------------------------------------------------------------

@@ -83,9 +83,9 @@ def _session(path: str, threads: int):
     return ort.InferenceSession(path, sess_options=so, providers=["CPUExecutionProvider"])
 
 
-def _decoder_inputs(embedding: np.ndarray, original_hw) -> dict:
-    """Same prompt encoding inputs as SamPredictor.predict for one point."""
-    coords, labels = common.prompt_point()
+def _decoder_inputs(embedding: np.ndarray, original_hw, points: int = 1) -> dict:
+    """Same prompt encoding inputs as SamPredictor.predict for ``points`` clicks."""
+    coords, labels = common.prompt_point(points)
     coords = common.transform_coords(coords, original_hw)
     # the official ONNX example appends a padding point when there is no box
     coords = np.concatenate([coords, np.zeros((1, 2))], axis=0)[None].astype(np.float32)
@@ -263,7 +263,8 @@ def encoder(threads: int = 1, model: str = "vit_b", seed: int = 0, checkpoint: s
 
 
 def prompt_masks(
-    threads: int = 1, model: str = "vit_b", seed: int = 0, checkpoint: str | None = None
+    threads: int = 1, model: str = "vit_b", seed: int = 0, checkpoint: str | None = None,
+    points: int = 1,
 ):
     t0 = time.perf_counter()
     d = _find_cached(model, seed, checkpoint)
@@ -275,12 +276,11 @@ def prompt_masks(
     set_image_s = time.perf_counter() - t1
     del enc  # like the predictor, keep only the embedding
     dec = _session(os.path.join(d, "decoder.onnx"), threads)
-    coords, labels = common.prompt_point()
     setup = time.perf_counter() - t0
 
     def run():
         # the host part of SamPredictor.predict: transform the prompt, run, threshold
-        inputs = _decoder_inputs(embedding, hw)
+        inputs = _decoder_inputs(embedding, hw, points)
         masks, iou, low_res = dec.run(None, inputs)
         # all 4 mask tokens come back; multimask output = tokens 1..3
         return masks[0, 1:] > 0.0, iou[0, 1:], low_res[0, 1:]

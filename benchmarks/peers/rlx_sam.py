@@ -122,7 +122,7 @@ def encoder(threads: int = 1, model: str = "vit_b", seed: int = 0,
 
 
 def prompt_masks(threads: int = 1, model: str = "vit_b", seed: int = 0,
-                 checkpoint: str | None = None, profile: str = "default"):
+                 checkpoint: str | None = None, profile: str = "default", points: int = 1):
     from models.sam import SamPredictor
 
     t0 = time.perf_counter()
@@ -133,7 +133,7 @@ def prompt_masks(threads: int = 1, model: str = "vit_b", seed: int = 0,
     t1 = time.perf_counter()
     predictor.set_image(image)
     set_image_s = time.perf_counter() - t1
-    coords, labels = common.prompt_point()
+    coords, labels = common.prompt_point(points)
 
     def run():
         return predictor.predict(point_coords=coords, point_labels=labels, multimask_output=True)

@@ -61,7 +61,8 @@ def encoder(threads: int = 1, model: str = "vit_b", seed: int = 0, checkpoint: s
 
 
 def prompt_masks(
-    threads: int = 1, model: str = "vit_b", seed: int = 0, checkpoint: str | None = None
+    threads: int = 1, model: str = "vit_b", seed: int = 0, checkpoint: str | None = None,
+    points: int = 1,
 ):
     t0 = time.perf_counter()
     torch = _torch(threads)
@@ -73,7 +74,7 @@ def prompt_masks(
     t1 = time.perf_counter()
     predictor.set_image(image)  # RGB uint8 HxWx3; runs the encoder once
     set_image_s = time.perf_counter() - t1
-    coords, labels = common.prompt_point()
+    coords, labels = common.prompt_point(points)
     setup = time.perf_counter() - t0
 
     def run():
@@ -89,7 +90,7 @@ def prompt_masks(
         {
             **_versions(torch),
             "image_hw": [h, w],
-            "point_xy": list(common.PROMPT_POINT_XY),
+            "points": coords.tolist(),
             "set_image_s": set_image_s,
             "masks": [list(masks.shape), str(masks.dtype)],
             "mask_fraction": [float(m.mean()) for m in masks],
