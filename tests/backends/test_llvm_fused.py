@@ -108,6 +108,32 @@ def test_gemm_epilogue_over_several_row_blocks_per_thread(native, monkeypatch):
     assert kernel.n_tasks == 16  # the last block is partial (1100 = 15 * 69 + 65)
 
 
+@pytest.mark.parametrize("m, n, k, transpose_w", [
+    (7, 2048, 256, True), (7, 256, 2048, True), (5, 300, 4096, False), (63, 200, 96, True),
+    (1, 1200, 1024, False)])
+def test_few_row_gemms_split_by_columns_with_their_epilogue(m, n, k, transpose_w):
+    """Few rows, much B: the threads take blocks of columns (each packs only its part of
+    B); the epilogue runs per row on each block, incl. a narrower last block."""
+    from rlx.backends.common.spec import describe
+    from rlx.backends.llvm import gemm
+
+    def build(b):
+        x = b.input("x", (1, m, k))
+        r = b.input("r", (1, m, n))
+        if transpose_w:
+            y = b.linear(x, b.weight("w", (n, k)), b.weight("b", (n,)))
+        else:
+            y = b.add(b.matmul(x, b.weight("w", (k, n))), b.weight("b", (n,)))
+        b.output(b.add(r, b.gelu(y)), b.mul(y, 0.5))
+        return {}
+    compiled = check(build, LLVM, rtol=1e-4, atol=GEMM_ATOL * 4)
+    node, kernel = next((nd, kn) for nd, kn in zip(compiled.graph.nodes, compiled.plan.kernels)
+                        if kn is not None and kn.info.kind == "llvm.gemm")
+    p = gemm.plan(describe(node), threads=2)
+    assert p.col_blocks == 2 and p.row_blocks == 1 and p.col_block % gemm.COL_ALIGN == 0
+    assert kernel.n_tasks == 2  # one column block per thread
+
+
 def test_gemm_epilogue_whose_nest_is_one_flat_row():
     # a scale-only epilogue merges into a 1-D nest; it is re-split into rows of N
     def build(b):

@@ -193,6 +193,17 @@ class LLVMBackend:
         p = gemm.plan(spec, threads=ctx.profile.effective_threads)
         return gemm.small(p, node.outputs[0].dtype, vector_config(target_for(ctx.profile.device)))
 
+    def run_context(self):
+        """Entered around every call of a compiled plan: OpenBLAS at one thread for the
+        whole call (BLAS kernels then find it set instead of toggling it, ~25 us each),
+        and the fork-join's workers woken if they went to sleep, so their wake-up
+        overlaps the plan's first kernels."""
+        from rlx.backends.common import threads
+        from rlx.backends.llvm import forkjoin
+
+        forkjoin.wake()
+        return threads.single_threaded_blas()
+
     def compile_many(self, nodes: Sequence[Node], ctx: KernelContext) -> list:
         from rlx.backends.common import threads
 

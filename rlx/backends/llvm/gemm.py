@@ -53,6 +53,13 @@ MR, NR_VECTORS = 4, 2
 #: run on a register-tiled loop instead of one BLAS call each: a 64x64x64 entry costs
 #: OpenBLAS ~7 us of call and packing overhead, the tile loop ~2 us (SAM's rel-pos terms)
 SMALL_WORK = 64 * 64 * 64
+#: a single product with fewer rows than this is split over the threads by blocks of columns
+#: (of COL_ALIGN multiples) instead of rows: split by rows, every thread would pack all of B
+#: for a handful of rows (SAM decoder token MLP [7,256]x[256,2048]: 0.67 -> ~0.2 ms, 2 threads)
+FEW_ROWS = 64
+COL_ALIGN = 16
+#: ... when the product has at least this many multiply-adds (else one task does it all)
+COL_SPLIT_WORK = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -74,6 +81,8 @@ class GemmPlan:
     #: element step between consecutive rows of op(A) (a row block starts r0 * a_row_step in)
     a_row_step: int
     block: int
+    #: columns per task (== n unless a few-row product is split by columns, see FEW_ROWS)
+    col_block: int = 0
 
     @property
     def nbatch(self) -> int:
@@ -84,8 +93,12 @@ class GemmPlan:
         return max(1, -(-self.m // self.block))
 
     @property
+    def col_blocks(self) -> int:
+        return max(1, -(-self.n // self.col_block)) if self.col_block else 1
+
+    @property
     def tasks(self) -> int:
-        return self.nbatch * self.row_blocks if self.m and self.n else 0
+        return self.nbatch * self.row_blocks * self.col_blocks if self.m and self.n else 0
 
 
 def block_rows(m: int, threads: int, target: int | None = None) -> int:
@@ -169,11 +182,16 @@ def plan(spec: GemmSpec, transposed_operands: bool = True, threads: int = 1,
         a_bdims = b_bdims = ()
         if m > 1:
             lda = max(lda, k)
+    col_block = 0
+    if (transposed_operands and block is None and not batch and 0 < m < FEW_ROWS
+            and threads > 1 and m * n * k >= COL_SPLIT_WORK and n >= 2 * COL_ALIGN):
+        col_block = COL_ALIGN * -(-n // (threads * COL_ALIGN))
+        block = m
     if block is None:
         # plenty of batch entries to share out: one task per entry, never half an entry
         block = m if math.prod(batch) >= 4 * max(1, threads) else block_rows(m, threads)
     return GemmPlan(batch, m, n, k, a_bdims, b_bdims, a_off, b_off, op_ta, op_tb, lda, ldb,
-                    a_row_step, max(1, min(block, m or 1)))
+                    a_row_step, max(1, min(block, m or 1)), col_block)
 
 
 def _batch_offset(b: ir.IRBuilder, i, dims, off):
@@ -187,9 +205,10 @@ def _batch_offset(b: ir.IRBuilder, i, dims, off):
     return off
 
 
-def epilogue_rows(spec: GemmSpec) -> int:
-    """g: the epilogue nest's row length after re-splitting (divides N)."""
-    return math.gcd(spec.epilogue.nest.shape[-1], spec.out_shape[-1])
+def epilogue_rows(spec: GemmSpec, col_block: int = 0) -> int:
+    """g: the epilogue nest's row length after re-splitting (divides N, and the column
+    block when the product is split by columns)."""
+    return math.gcd(spec.epilogue.nest.shape[-1], spec.out_shape[-1], col_block)
 
 
 def small(p: GemmPlan, dtype: str, vc) -> bool:
@@ -212,7 +231,7 @@ def gemm_module(spec: GemmSpec, n_inputs: int, dtype: str, title: str, native: b
     epi = None
     g = None
     if spec.epilogue is not None:
-        g = epilogue_rows(spec)
+        g = epilogue_rows(spec, p.col_block)
         e = dataclasses.replace(spec.epilogue, nest=split_last(spec.epilogue.nest, g))
         epi = elementwise_function(module, e, n_inputs, [dtype], name="epilogue", chunk=None,
                                    fastmath=fastmath)
@@ -225,36 +244,62 @@ def gemm_module(spec: GemmSpec, n_inputs: int, dtype: str, title: str, native: b
         a_ptr0, b_ptr0 = ops.ptr(spec.a), ops.ptr(spec.b)
     c_ptr0 = ops.out(0)
     ty = U.MEM[dtype]
+    epi_args = list(fn.args[2:3 + n_inputs])
     with U.loop(b, fn.args[0], fn.args[1], "task") as task:
-        if p.row_blocks == 1:
-            e_idx, r0 = task, U.i64(0)
+        if p.col_blocks > 1:
+            _column_task(b, module, p, dtype, int_bits, task, a_ptr0, b_ptr0, c_ptr0, epi, g,
+                         epi_args)
         else:
-            e_idx = b.udiv(task, U.i64(p.row_blocks))
-            r0 = b.mul(b.sub(task, b.mul(e_idx, U.i64(p.row_blocks))), U.i64(p.block))
-        rows = b.sub(U.smin(b, b.add(r0, U.i64(p.block)), U.i64(p.m)), r0)
-        idx = decompose(b, e_idx, list(p.batch)) if p.batch else []
-        a_off, b_off = U.i64(p.a_offset), U.i64(p.b_offset)
-        for i, a_dims, b_dims in zip(idx, p.a_bdims, p.b_bdims):
-            a_off = _batch_offset(b, i, a_dims, a_off)
-            b_off = _batch_offset(b, i, b_dims, b_off)
-        c_row0 = b.add(b.mul(e_idx, U.i64(p.m)), r0)  # first output row of the task
-        a_first = r0 if p.a_row_step == 1 else b.mul(r0, U.i64(p.a_row_step))
-        a_ptr = b.gep(a_ptr0, [b.add(a_off, a_first)], inbounds=True, source_etype=ty)
-        b_ptr = b.gep(b_ptr0, [b_off], inbounds=True, source_etype=ty)
-        c_ptr = b.gep(c_ptr0, [b.mul(c_row0, U.i64(p.n))], inbounds=True, source_etype=ty)
-        if native:
-            b.call(kernel, [rows, a_ptr, b_ptr, c_ptr])
-        elif tiny is not None:
-            b.call(tiny, [a_ptr, b_ptr, c_ptr])
-        else:
-            blas.call_gemm(b, module, dtype, int_bits, p.ta, p.tb, rows, p.n, p.k, 1.0,
-                           a_ptr, p.lda, b_ptr, p.ldb, 0.0, c_ptr, p.n)
-        if epi is not None:
-            lo = b.udiv(b.mul(c_row0, U.i64(p.n)), U.i64(g))
-            hi = b.add(lo, b.udiv(b.mul(rows, U.i64(p.n)), U.i64(g)))
-            b.call(epi, [lo, hi] + list(fn.args[2:3 + n_inputs]))
+            if p.row_blocks == 1:
+                e_idx, r0 = task, U.i64(0)
+            else:
+                e_idx = b.udiv(task, U.i64(p.row_blocks))
+                r0 = b.mul(b.sub(task, b.mul(e_idx, U.i64(p.row_blocks))), U.i64(p.block))
+            rows = b.sub(U.smin(b, b.add(r0, U.i64(p.block)), U.i64(p.m)), r0)
+            idx = decompose(b, e_idx, list(p.batch)) if p.batch else []
+            a_off, b_off = U.i64(p.a_offset), U.i64(p.b_offset)
+            for i, a_dims, b_dims in zip(idx, p.a_bdims, p.b_bdims):
+                a_off = _batch_offset(b, i, a_dims, a_off)
+                b_off = _batch_offset(b, i, b_dims, b_off)
+            c_row0 = b.add(b.mul(e_idx, U.i64(p.m)), r0)  # first output row of the task
+            a_first = r0 if p.a_row_step == 1 else b.mul(r0, U.i64(p.a_row_step))
+            a_ptr = b.gep(a_ptr0, [b.add(a_off, a_first)], inbounds=True, source_etype=ty)
+            b_ptr = b.gep(b_ptr0, [b_off], inbounds=True, source_etype=ty)
+            c_ptr = b.gep(c_ptr0, [b.mul(c_row0, U.i64(p.n))], inbounds=True, source_etype=ty)
+            if native:
+                b.call(kernel, [rows, a_ptr, b_ptr, c_ptr])
+            elif tiny is not None:
+                b.call(tiny, [a_ptr, b_ptr, c_ptr])
+            else:
+                blas.call_gemm(b, module, dtype, int_bits, p.ta, p.tb, rows, p.n, p.k, 1.0,
+                               a_ptr, p.lda, b_ptr, p.ldb, 0.0, c_ptr, p.n)
+            if epi is not None:
+                lo = b.udiv(b.mul(c_row0, U.i64(p.n)), U.i64(g))
+                hi = b.add(lo, b.udiv(b.mul(rows, U.i64(p.n)), U.i64(g)))
+                b.call(epi, [lo, hi] + epi_args)
     b.ret_void()
     return str(module)
+
+
+def _column_task(b: ir.IRBuilder, module: ir.Module, p: GemmPlan, dtype: str, int_bits: int,
+                 task, a_ptr0, b_ptr0, c_ptr0, epi, g, epi_args) -> None:
+    """One block of columns [j0, j0 + width) of a single few-row product: BLAS on all rows
+    and those columns of B (ldc = n), then the epilogue row by row on the block (g divides
+    the block width, so each row's block is a whole number of epilogue rows)."""
+    ty = U.MEM[dtype]
+    j0 = b.mul(task, U.i64(p.col_block))
+    width = b.sub(U.smin(b, b.add(j0, U.i64(p.col_block)), U.i64(p.n)), j0)
+    b_first = b.mul(j0, U.i64(p.ldb)) if p.tb else j0  # column j0 of op(B)
+    a_ptr = b.gep(a_ptr0, [U.i64(p.a_offset)], inbounds=True, source_etype=ty)
+    b_ptr = b.gep(b_ptr0, [b.add(U.i64(p.b_offset), b_first)], inbounds=True, source_etype=ty)
+    c_ptr = b.gep(c_ptr0, [j0], inbounds=True, source_etype=ty)
+    blas.call_gemm(b, module, dtype, int_bits, p.ta, p.tb, U.i64(p.m), width, p.k, 1.0,
+                   a_ptr, p.lda, b_ptr, p.ldb, 0.0, c_ptr, p.n)
+    if epi is None:
+        return
+    with U.loop(b, 0, p.m, "erow") as r:
+        lo = b.udiv(b.add(b.mul(r, U.i64(p.n)), j0), U.i64(g))
+        b.call(epi, [lo, b.add(lo, b.udiv(width, U.i64(g)))] + epi_args)
 
 
 # ---- small products: a register tile per entry ---------------------------------------------------

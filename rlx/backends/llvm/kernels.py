@@ -2,8 +2,11 @@
 
 Every compiled kernel has the signature ``f(task_lo, task_hi, ptr...)`` and is
 called through ctypes, which releases the GIL for the duration of the call,
-so the task range is split over the shared kernel thread pool and the chunks
-really run in parallel. While a kernel that calls BLAS runs, OpenBLAS is set
+so the task range is split over threads and the chunks really run in
+parallel: handed to the native fork-join's spinning workers
+(`rlx.backends.llvm.forkjoin`), or to the shared kernel thread pool when a
+kernel wraps its entry point (attention: per-thread scratch) or another
+thread owns the fork-join. While a kernel that calls BLAS runs, OpenBLAS is set
 to one thread (the pool is the parallelism), so `threads` cores are busy,
 never more; its previous setting is restored afterwards.
 """
@@ -18,6 +21,7 @@ import numpy as np
 from rlx.backends.base import KernelInfo
 from rlx.backends.common import threads  # the kernel pool and BLAS control shared by backends
 from rlx.backends.common.host import run_host
+from rlx.backends.llvm import forkjoin
 from rlx.errors import RlxError
 
 
@@ -52,9 +56,20 @@ class CompiledKernel:
     def _run(self, fn, ptrs) -> None:
         if self.calls_blas:
             with threads.single_threaded_blas():
-                threads.run_tasks(fn, self.n_tasks, ptrs, self.work, self.nthreads)
+                self._split(fn, ptrs)
         else:
-            threads.run_tasks(fn, self.n_tasks, ptrs, self.work, self.nthreads)
+            self._split(fn, ptrs)
+
+    def _split(self, fn, ptrs) -> None:
+        """The task range over the threads: through the native fork-join when the entry
+        point itself is called (no per-thread Python wrapper), else the thread pool."""
+        if (fn is self.fn and self.nthreads > 1 and self.n_tasks > 1
+                and self.work >= threads.PARALLEL_MIN_WORK):
+            fj = forkjoin.get(self.nthreads)
+            if fj is not None and fj.try_run(self.fn_address, fn, self.n_tasks, ptrs,
+                                             self.nthreads):
+                return
+        threads.run_tasks(fn, self.n_tasks, ptrs, self.work, self.nthreads)
 
     def prepare(self, inputs, outputs):
         """The operand arrays actually passed (subclasses pack operands here)."""

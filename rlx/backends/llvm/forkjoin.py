@@ -1,0 +1,299 @@
+"""Native fork-join for llvm kernels: hand a task range to a waiting worker in ~1 us.
+
+Waking a sleeping pool thread (``ThreadPoolExecutor``: a futex wake, then the
+scheduler, then the GIL) costs about 100 us on these machines, as much as a
+whole small kernel: SAM's prompt graph makes ~50 parallel kernel calls per
+click, so the hand-offs alone were ~5 ms of a ~16 ms click.
+
+Here each worker thread, between kernels, waits *in native code* (a ctypes
+call, so without the GIL) by spinning on its slot for a short while
+(`SPIN_US`); the caller posts a task by writing the kernel's address, task
+range and argument array into the slot and bumping its sequence number, runs
+its own share, then spins (natively, GIL released) until the worker marks
+the slot done. A worker that spun out of budget goes to sleep on a Python
+event; posting sees the slot's ``sleeping`` flag and sets the event, so the
+slow path is the old one, never a lost wake-up (both sides use sequentially
+consistent atomics: the worker sets ``sleeping`` and re-checks the sequence,
+the poster bumps the sequence and then reads ``sleeping``).
+
+The calls run the kernels' own entry points, ``f(lo, hi, p0, ..., pn-1)``,
+through one trampoline per argument count (up to `MAX_ARGS` pointers). One
+caller at a time owns the workers; a concurrent caller (another Python thread
+running another plan) falls back to the thread pool in
+`rlx.backends.common.threads`.
+
+Slot layout (eight i64): seq, done, fn, nargs, lo, hi, args, sleeping.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import threading
+
+import numpy as np
+from llvmlite import ir
+
+from rlx.backends.llvm import irutil as U
+
+#: how long a worker keeps spinning for the next task before it sleeps (microseconds):
+#: longer than the Python gap between two kernels of a plan, short enough that an idle
+#: process stops burning a core almost at once
+SPIN_US = 1000
+#: most pointer arguments a kernel may take and still use the native hand-off
+MAX_ARGS = 24
+SEQ, DONE, FN, NARGS, LO, HI, ARGS, SLEEPING = range(8)
+OP_WAIT, OP_JOIN, OP_POST = 0, 1, 2
+
+
+def runtime_ir(triple: str) -> str:
+    """IR of the one exported function ``i64 rlx_kernel(op, slot, a, b, c, d, e)``:
+
+    * OP_WAIT (worker): wait for a sequence number other than `a` (spin for `b` cycles,
+      then set ``sleeping`` and check once more); run the task, mark it done, return the
+      new sequence number -- or return `a` if none came (the slot is then ``sleeping``);
+    * OP_JOIN (caller): spin until the slot's ``done`` equals `a`;
+    * OP_POST (caller): store fn=`a`, nargs=`b`, lo=`c`, hi=`d`, args=`e`, bump the
+      sequence number; return the new one, negated if the worker was sleeping.
+    """
+    m = U.new_module("rlx_forkjoin")
+    m.triple = triple
+    x86 = triple.startswith(("x86_64", "amd64", "i686"))
+    fn = ir.Function(m, ir.FunctionType(U.I64, [U.I64, U.PTR] + [U.I64] * 5), U.ENTRY)
+    fn.attributes.add("nounwind")
+    op, slot, a, bb, c, d, e = fn.args
+    cycles = U.intrinsic(m, "llvm.readcyclecounter", U.I64, [])
+    pause = U.intrinsic(m, "llvm.x86.sse2.pause", U.VOID, []) if x86 else None
+
+    def field(b, i):
+        return b.gep(slot, [U.i64(i)], inbounds=True, source_etype=U.I64)
+
+    def aload(b, i, order="acquire"):
+        return b.load_atomic(field(b, i), order, 8, typ=U.I64)
+
+    def astore(b, v, i, order="release"):
+        # an atomic exchange: llvmlite's store_atomic needs typed pointers
+        b.atomic_rmw("xchg", field(b, i), v, order)
+
+    def relax(b):
+        if pause is not None:
+            b.call(pause, [])
+
+    tramp = _trampoline(m)
+    entry = fn.append_basic_block("entry")
+    b = ir.IRBuilder(entry)
+    wait_bb, join_bb, post_bb, bad_bb = (fn.append_basic_block(n)
+                                        for n in ("wait", "join", "post", "bad"))
+    sw = b.switch(op, bad_bb)
+    sw.add_case(U.i64(OP_WAIT), wait_bb)
+    sw.add_case(U.i64(OP_JOIN), join_bb)
+    sw.add_case(U.i64(OP_POST), post_bb)
+    b.position_at_end(bad_bb)
+    b.ret(U.i64(-1))
+
+    # ---- worker: spin, then announce sleep and re-check, run -------------------------
+    b.position_at_end(wait_bb)
+    astore(b, U.i64(0), SLEEPING, "seq_cst")
+    t0 = b.call(cycles, [])
+    spin = fn.append_basic_block("wait.spin")
+    spin_more = fn.append_basic_block("wait.more")
+    give_up = fn.append_basic_block("wait.sleep")
+    run = fn.append_basic_block("wait.run")
+    idle = fn.append_basic_block("wait.idle")
+    b.branch(spin)
+    b.position_at_end(spin)
+    s1 = aload(b, SEQ)
+    b.cbranch(b.icmp_signed("!=", s1, a), run, spin_more)
+    b.position_at_end(spin_more)
+    relax(b)
+    spent = b.sub(b.call(cycles, []), t0)
+    b.cbranch(b.icmp_unsigned(">", spent, bb), give_up, spin)
+    b.position_at_end(give_up)
+    astore(b, U.i64(1), SLEEPING, "seq_cst")
+    s2 = aload(b, SEQ, "seq_cst")
+    b.cbranch(b.icmp_signed("!=", s2, a), run, idle)
+    b.position_at_end(idle)
+    b.ret(a)
+    b.position_at_end(run)
+    seq = b.phi(U.I64)
+    seq.add_incoming(s1, spin)
+    seq.add_incoming(s2, give_up)
+    astore(b, U.i64(0), SLEEPING, "seq_cst")
+    b.call(tramp, [b.load(field(b, FN), typ=U.I64), b.load(field(b, NARGS), typ=U.I64),
+                   b.load(field(b, LO), typ=U.I64), b.load(field(b, HI), typ=U.I64),
+                   b.load(field(b, ARGS), typ=U.I64)])
+    astore(b, seq, DONE)
+    b.ret(seq)
+
+    # ---- caller: wait until done ---------------------------------------------------------
+    b.position_at_end(join_bb)
+    jspin = fn.append_basic_block("join.spin")
+    jmore = fn.append_basic_block("join.more")
+    jdone = fn.append_basic_block("join.done")
+    b.branch(jspin)
+    b.position_at_end(jspin)
+    b.cbranch(b.icmp_signed("==", aload(b, DONE), a), jdone, jmore)
+    b.position_at_end(jmore)
+    relax(b)
+    b.branch(jspin)
+    b.position_at_end(jdone)
+    b.ret(a)
+
+    # ---- caller: post a task -------------------------------------------------------------
+    b.position_at_end(post_bb)
+    for i, v in ((FN, a), (NARGS, bb), (LO, c), (HI, d), (ARGS, e)):
+        b.store(v, field(b, i))
+    new = b.add(b.load(field(b, SEQ), typ=U.I64), U.i64(1))
+    astore(b, new, SEQ, "seq_cst")
+    asleep = aload(b, SLEEPING, "seq_cst")
+    b.ret(b.select(b.icmp_signed("!=", asleep, U.i64(0)), b.neg(new), new))
+    return str(m)
+
+
+class _FunctionPointer(ir.CastInstr):
+    """An `inttoptr` result that llvmlite may call: it carries the function type."""
+
+    @property
+    def function_type(self):
+        return self.fnty
+
+
+def _trampoline(m: ir.Module) -> ir.Function:
+    """void call(i64 fn, i64 nargs, i64 lo, i64 hi, i64 args): fn(lo, hi, args[0..nargs))."""
+    t = U.internal_function(m, "rlx_call", U.VOID, [U.I64] * 5)
+    fn_addr, nargs, lo, hi, args_addr = t.args
+    b = ir.IRBuilder(t.append_basic_block("entry"))
+    args = b.inttoptr(args_addr, U.PTR)
+    done = t.append_basic_block("done")
+    sw = b.switch(nargs, done)
+    for n in range(MAX_ARGS + 1):
+        blk = t.append_basic_block(f"n{n}")
+        sw.add_case(U.i64(n), blk)
+        b.position_at_end(blk)
+        ptrs = [b.inttoptr(b.load(b.gep(args, [U.i64(i)], source_etype=U.I64), typ=U.I64),
+                           U.PTR) for i in range(n)]
+        callee = b.inttoptr(fn_addr, U.PTR)
+        # an indirect call through an opaque pointer: llvmlite reads the callee's type from
+        # `function_type`, which a cast value lacks (the IR is a plain `call void %p(...)`)
+        callee.__class__ = _FunctionPointer
+        callee.fnty = ir.FunctionType(U.VOID, [U.I64, U.I64] + [U.PTR] * n)
+        b.call(callee, [lo, hi] + ptrs)
+        b.branch(done)
+    b.position_at_end(done)
+    b.ret_void()
+    return t
+
+
+class ForkJoin:
+    """`workers` native-waiting threads; `run(...)` splits a task range over them and the
+    calling thread. Not re-entrant: `try_run` returns False when another call owns it."""
+
+    def __init__(self, workers: int):
+        from rlx.backends.llvm import jit
+        from rlx.backends.llvm.target import target_for
+
+        target = target_for("cpu")
+        self._loaded = jit.load(runtime_ir(target.triple), target, None, {})
+        proto = ctypes.CFUNCTYPE(ctypes.c_int64, ctypes.c_int64, ctypes.c_void_p,
+                                 *([ctypes.c_int64] * 5))
+        self._call = proto(self._loaded.address)
+        self.spin_cycles = _cycles_per_us() * SPIN_US
+        self._slots = np.zeros((max(workers, 0), 8), dtype=np.int64)  # one row per worker
+        self._seq = [0] * workers
+        self._events = [threading.Event() for _ in range(workers)]
+        self._owner = threading.Lock()
+        self.workers = workers
+        for k in range(workers):
+            t = threading.Thread(target=self._worker, args=(k,), daemon=True,
+                                 name=f"rlx-forkjoin-{k}")
+            t.start()
+
+    def wake(self) -> None:
+        for k, event in enumerate(self._events):
+            if self._slots[k, SLEEPING]:
+                event.set()
+
+    def _slot(self, k: int) -> int:
+        return self._slots.__array_interface__["data"][0] + 64 * k
+
+    def _worker(self, k: int) -> None:
+        last = 0
+        slot, event, call = self._slot(k), self._events[k], self._call
+        while True:
+            got = call(OP_WAIT, slot, last, self.spin_cycles, 0, 0, 0)
+            if got != last:
+                last = got
+                continue
+            event.wait()
+            event.clear()
+
+    def try_run(self, fn_address: int, fn, n_tasks: int, ptrs: tuple, parts: int) -> bool:
+        """fn(lo, hi, *ptrs) over [0, n_tasks) in `parts` pieces; False (nothing run) if
+        another thread is using the workers or the call does not fit a trampoline."""
+        parts = min(parts, self.workers + 1, n_tasks)
+        if parts < 2 or len(ptrs) > MAX_ARGS or not self._owner.acquire(blocking=False):
+            return False
+        try:
+            args = np.array([p or 0 for p in ptrs] or [0], dtype=np.int64)
+            args_addr = args.__array_interface__["data"][0]
+            bounds = [n_tasks * i // parts for i in range(parts + 1)]
+            posted = []
+            for k in range(parts - 1):
+                new = self._call(OP_POST, self._slot(k), fn_address, len(ptrs),
+                                 bounds[k + 1], bounds[k + 2], args_addr)
+                if new < 0:
+                    new = -new
+                    self._events[k].set()
+                self._seq[k] = new
+                posted.append(k)
+            try:
+                fn(bounds[0], bounds[1], *ptrs)
+            finally:
+                for k in posted:
+                    self._call(OP_JOIN, self._slot(k), self._seq[k], 0, 0, 0, 0)
+            return True
+        finally:
+            self._owner.release()
+
+
+def _cycles_per_us() -> int:
+    """Cycle-counter ticks per microsecond (x86: the constant-rate TSC), measured once."""
+    import time
+
+    from rlx.backends.llvm import jit
+    from rlx.backends.llvm.target import target_for
+
+    m = U.new_module("rlx_cycles")
+    target = target_for("cpu")
+    m.triple = target.triple
+    f = ir.Function(m, ir.FunctionType(U.I64, []), U.ENTRY)
+    b = ir.IRBuilder(f.append_basic_block("entry"))
+    b.ret(b.call(U.intrinsic(m, "llvm.readcyclecounter", U.I64, []), []))
+    read = ctypes.CFUNCTYPE(ctypes.c_int64)(jit.load(str(m), target, None, {}).address)
+    t0, c0 = time.perf_counter(), read()
+    time.sleep(0.002)
+    t1, c1 = time.perf_counter(), read()
+    per_us = (c1 - c0) / max((t1 - t0) * 1e6, 1e-9)
+    return int(per_us) if per_us >= 1 else 1000  # no cycle counter: assume ~1 GHz
+
+
+_lock = threading.Lock()
+_instance: ForkJoin | None = None
+
+
+def wake() -> None:
+    """Wake the workers that went to sleep (a plan call is about to start)."""
+    fj = _instance
+    if fj is not None:
+        fj.wake()
+
+
+def get(threads: int) -> ForkJoin | None:
+    """The process's fork-join with at least `threads - 1` workers (None for one thread)."""
+    global _instance
+    if threads < 2:
+        return None
+    with _lock:
+        if _instance is None or _instance.workers < threads - 1:
+            # an older, smaller instance's workers just sleep on their events for good
+            _instance = ForkJoin(threads - 1)
+        return _instance

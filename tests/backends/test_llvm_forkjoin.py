@@ -1,0 +1,96 @@
+"""The llvm backend's native fork-join (`rlx.backends.llvm.forkjoin`).
+
+A task range handed to a spinning worker, to a sleeping one (woken through
+its event), from two Python threads at once (one owns the workers, the other
+falls back to the pool), with every argument count the trampoline has --
+checked by the result of real kernels, never by timing.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from rlx.backends.llvm import forkjoin
+from rlx.ir import GraphBuilder
+from rlx.runtime import compile_graph
+from tests.backends.test_llvm_ops import LLVM
+
+
+def _kernel(n_inputs: int, rows: int = 64):
+    """A compiled elementwise kernel over n_inputs [rows, 1024] inputs (sum of all / 2 + 1)."""
+    b = GraphBuilder(f"fj{n_inputs}")
+    xs = [b.input(f"x{i}", (rows, 1024)) for i in range(n_inputs)]
+    acc = xs[0]
+    for x in xs[1:]:
+        acc = b.add(acc, x)
+    b.output(b.add(b.mul(acc, 0.5), 1.0))
+    compiled = compile_graph(b.build(), LLVM, weights={})
+    (k,) = [k for k in compiled.plan.kernels if k is not None]
+    return k
+
+
+def _run(fj, k, arrays, out):
+    ptrs = tuple(a.__array_interface__["data"][0] for a in arrays + [out])
+    assert fj.try_run(k.fn_address, k.fn, k.n_tasks, ptrs, 2)
+
+
+def test_tasks_run_on_a_spinning_and_on_a_sleeping_worker():
+    fj = forkjoin.get(2)
+    k = _kernel(2)
+    assert k.n_tasks >= 2
+    rng = np.random.default_rng(0)
+    for i in range(30):
+        arrays = [rng.standard_normal((64, 1024), dtype=np.float32) for _ in range(2)]
+        out = np.full((64, 1024), np.nan, np.float32)
+        if i % 10 == 9:  # let the worker spin out and go to sleep on its event
+            time.sleep(2 * forkjoin.SPIN_US / 1e6 + 0.01)
+        _run(fj, k, arrays, out)
+        np.testing.assert_allclose(out, (arrays[0] + arrays[1]) * 0.5 + 1.0, rtol=1e-6)
+
+
+@pytest.mark.parametrize("n_inputs", [1, 7, forkjoin.MAX_ARGS - 1])
+def test_trampoline_passes_every_pointer(n_inputs):
+    fj = forkjoin.get(2)
+    k = _kernel(n_inputs, rows=16)
+    rng = np.random.default_rng(n_inputs)
+    arrays = [rng.standard_normal((16, 1024), dtype=np.float32) for _ in range(n_inputs)]
+    out = np.zeros((16, 1024), np.float32)
+    _run(fj, k, arrays, out)
+    np.testing.assert_allclose(out, np.sum(arrays, axis=0) * 0.5 + 1.0, rtol=1e-5, atol=1e-5)
+
+
+def test_too_many_pointers_or_one_part_is_declined():
+    fj = forkjoin.get(2)
+    k = _kernel(1)
+    assert not fj.try_run(k.fn_address, k.fn, k.n_tasks, (0,) * (forkjoin.MAX_ARGS + 1), 2)
+    assert not fj.try_run(k.fn_address, k.fn, 1, (0, 0), 2)
+
+
+def test_two_python_threads_running_plans_at_once():
+    b = GraphBuilder("fj_plan")
+    x = b.input("x", (256, 1024))
+    b.output(b.gelu(b.mul(b.add(x, 1.0), 0.5), approximate="none"))
+    graph = b.build()
+    compiled = [compile_graph(graph, LLVM, weights={}) for _ in range(2)]
+    rng = np.random.default_rng(1)
+    inputs = [rng.standard_normal((256, 1024), dtype=np.float32) for _ in range(2)]
+    expected = [compiled[0](x)[0] for x in inputs]
+    errors = []
+
+    def work(i):
+        try:
+            for _ in range(40):
+                np.testing.assert_array_equal(compiled[i](inputs[i])[0], expected[i])
+        except Exception as exc:  # reported by the main thread
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors[0]
