@@ -134,6 +134,32 @@ def test_few_row_gemms_split_by_columns_with_their_epilogue(m, n, k, transpose_w
     assert kernel.n_tasks == 2  # one column block per thread
 
 
+@pytest.mark.parametrize("m, n, k, device", [
+    (7, 2048, 256, "cpu"), (7, 256, 2048, "cpu"), (1, 33, 100, "cpu"), (8, 257, 1000, "cpu"),
+    (5, 3, 17, "cpu"), (7, 300, 250, "cpu-avx2"), (3, 130, 64, "cpu-generic")])
+def test_skinny_products_run_on_the_dot_product_kernel(m, n, k, device):
+    """Few rows times a linear layer's [N, K] weight: no BLAS call; K tails masked, odd N,
+    an A read at a row stride larger than K, a fused epilogue, every vector width."""
+    from rlx.backends.common.spec import describe
+    from rlx.backends.llvm import gemm
+    from rlx.backends.llvm.target import target_for
+    from rlx.backends.llvm.vecir import vector_config
+
+    def build(b):
+        wide = b.input("wide", (1, m, k + 8))
+        x = b.slice(wide, starts=(0, 0, 3), ends=(1, m, 3 + k))  # rows of stride k + 8
+        y = b.linear(x, b.weight("w", (n, k)), b.weight("b", (n,)))
+        b.output(b.gelu(y, approximate="none"))
+        return {}
+    prof = LLVM.replace(device=device, name=f"llvm-{device}")
+    compiled = check(build, prof, rtol=1e-4, atol=GEMM_ATOL * 4)
+    node, kernel = next((nd, kn) for nd, kn in zip(compiled.graph.nodes, compiled.plan.kernels)
+                        if kn is not None and kn.info.kind == "llvm.gemm")
+    vc = vector_config(target_for(device))
+    assert gemm.skinny_columns(gemm.plan(describe(node), threads=2), vc) > 0
+    assert not kernel.calls_blas
+
+
 def test_gemm_epilogue_whose_nest_is_one_flat_row():
     # a scale-only epilogue merges into a 1-D nest; it is re-split into rows of N
     def build(b):

@@ -132,7 +132,7 @@ class LLVMBackend:
                              norm.tasks(spec), spec.nest.numel * (_cost(spec.program) + 12),
                              n_in + 1)
         if isinstance(spec, GemmSpec):
-            p = gemm.plan(spec, transposed_operands=not native, threads=threads)
+            p = gemm.kernel_plan(spec, native, threads, out_dts[0], vc)
             work = math.prod(spec.out_shape) * max(p.k, 1)
             return Generated("gemm", gemm.gemm_module(spec, n_in, out_dts[0], title, native,
                                                       bits, threads, fm, vc), p.tasks, work,
@@ -185,13 +185,15 @@ class LLVMBackend:
         return kernels.CompiledKernel(*common, unusable=unusable, calls_blas=blas_calls)
 
     def _small(self, spec, node: Node, ctx: KernelContext) -> bool:
-        """The GEMM runs on the small register-tiled loop (no BLAS call)."""
+        """The GEMM runs on a generated loop (small register tiles or the skinny kernel),
+        never calling BLAS."""
         from rlx.backends.llvm import gemm
         from rlx.backends.llvm.target import target_for
         from rlx.backends.llvm.vecir import vector_config
 
-        p = gemm.plan(spec, threads=ctx.profile.effective_threads)
-        return gemm.small(p, node.outputs[0].dtype, vector_config(target_for(ctx.profile.device)))
+        return not gemm.uses_blas(spec, False, ctx.profile.effective_threads,
+                                  node.outputs[0].dtype,
+                                  vector_config(target_for(ctx.profile.device)))
 
     def run_context(self):
         """Entered around every call of a compiled plan: OpenBLAS at one thread for the

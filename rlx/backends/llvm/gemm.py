@@ -60,6 +60,11 @@ FEW_ROWS = 64
 COL_ALIGN = 16
 #: ... when the product has at least this many multiply-adds (else one task does it all)
 COL_SPLIT_WORK = 1 << 20
+#: a single product with at most this many rows whose B is read as [N, K] rows (a linear
+#: layer's weight) runs on `skinny_kernel`: dot products along K, B streamed once. OpenBLAS
+#: spends ~60 us of set-up on a [7,256]x[256,256] product that is 0.5 M multiply-adds
+#: (SAM decoder: ~25 such token-side products per click)
+SKINNY_ROWS = 8
 
 
 @dataclass(frozen=True)
@@ -217,12 +222,45 @@ def small(p: GemmPlan, dtype: str, vc) -> bool:
             and p.m * p.n * p.k <= SMALL_WORK and 0 < p.n <= 4 * vc.lanes and p.block == p.m)
 
 
+def skinny_columns(p: GemmPlan, vc) -> int:
+    """Output columns `skinny_kernel` accumulates at once for `p` (0: it does not apply):
+    2 when 2m accumulators + m A vectors + 2 B vectors fit the registers, else 1."""
+    if vc is None or p.batch or not (1 <= p.m <= SKINNY_ROWS) or not p.tb or p.ta or p.k < 1:
+        return 0
+    if 3 * p.m + 2 <= vc.regs:
+        return 2
+    return 1 if 2 * p.m + 1 <= vc.regs else 0
+
+
+def kernel_plan(spec: GemmSpec, native: bool, threads: int, dtype: str, vc) -> GemmPlan:
+    """The plan the generated kernel follows (tasks included): `plan`, switched to column
+    blocks when the product runs on `skinny_kernel`."""
+    p = plan(spec, transposed_operands=not native, threads=threads)
+    if native or dtype != "f32" or not skinny_columns(p, vc):
+        return p
+    parts = max(1, threads) if p.m * p.n * p.k >= PARALLEL_WORK else 1
+    cols = -(-p.n // parts)
+    return dataclasses.replace(p, block=p.m, col_block=cols + cols % 2)
+
+
+#: a skinny product below this many multiply-adds is one task (see threads.PARALLEL_MIN_WORK)
+PARALLEL_WORK = 1 << 16
+
+
+def uses_blas(spec: GemmSpec, native: bool, threads: int, dtype: str, vc) -> bool:
+    """True when the kernel calls BLAS (so OpenBLAS must be single-threaded meanwhile)."""
+    if native:
+        return False
+    p = kernel_plan(spec, native, threads, dtype, vc)
+    return not (small(p, dtype, vc) or (dtype == "f32" and skinny_columns(p, vc)))
+
+
 def gemm_module(spec: GemmSpec, n_inputs: int, dtype: str, title: str, native: bool,
                 int_bits: int, threads: int = 1, fastmath: bool = False, vc=None) -> str:
     """IR of the GEMM + epilogue kernel (BLAS, the native loop when `native`, or the small
     register-tiled loop for batches of small products when the target's vector shape `vc`
     is given)."""
-    p = plan(spec, transposed_operands=not native, threads=threads)
+    p = kernel_plan(spec, native, threads, dtype, vc)
     module = U.new_module(title)
     fn = U.entry_function(module, n_inputs + 1 + (2 if native else 0))
     for a in fn.args[2:]:
@@ -237,6 +275,8 @@ def gemm_module(spec: GemmSpec, n_inputs: int, dtype: str, title: str, native: b
                                    fastmath=fastmath)
     kernel = native_kernel(module, dtype, p.n, p.k) if native else None
     tiny = None if native or not small(p, dtype, vc) else small_kernel(module, vc, p)
+    thin = (skinny_kernel(module, vc, p) if not native and dtype == "f32"
+            and skinny_columns(p, vc) else None)
     b = ir.IRBuilder(fn.append_basic_block("entry"))
     if native:  # packed op(A), op(B) after the output
         a_ptr0, b_ptr0 = fn.args[3 + n_inputs], fn.args[4 + n_inputs]
@@ -246,9 +286,9 @@ def gemm_module(spec: GemmSpec, n_inputs: int, dtype: str, title: str, native: b
     ty = U.MEM[dtype]
     epi_args = list(fn.args[2:3 + n_inputs])
     with U.loop(b, fn.args[0], fn.args[1], "task") as task:
-        if p.col_blocks > 1:
+        if p.col_blocks > 1 or thin is not None:
             _column_task(b, module, p, dtype, int_bits, task, a_ptr0, b_ptr0, c_ptr0, epi, g,
-                         epi_args)
+                         epi_args, thin)
         else:
             if p.row_blocks == 1:
                 e_idx, r0 = task, U.i64(0)
@@ -282,24 +322,86 @@ def gemm_module(spec: GemmSpec, n_inputs: int, dtype: str, title: str, native: b
 
 
 def _column_task(b: ir.IRBuilder, module: ir.Module, p: GemmPlan, dtype: str, int_bits: int,
-                 task, a_ptr0, b_ptr0, c_ptr0, epi, g, epi_args) -> None:
-    """One block of columns [j0, j0 + width) of a single few-row product: BLAS on all rows
-    and those columns of B (ldc = n), then the epilogue row by row on the block (g divides
-    the block width, so each row's block is a whole number of epilogue rows)."""
+                 task, a_ptr0, b_ptr0, c_ptr0, epi, g, epi_args, thin=None) -> None:
+    """One block of columns [j0, j0 + width) of a single few-row product: BLAS (or the
+    skinny kernel `thin`) on all rows and those columns of B (ldc = n), then the epilogue
+    row by row on the block (g divides the block width, so each row's block is a whole
+    number of epilogue rows)."""
     ty = U.MEM[dtype]
-    j0 = b.mul(task, U.i64(p.col_block))
-    width = b.sub(U.smin(b, b.add(j0, U.i64(p.col_block)), U.i64(p.n)), j0)
-    b_first = b.mul(j0, U.i64(p.ldb)) if p.tb else j0  # column j0 of op(B)
+    j0 = b.mul(task, U.i64(p.col_block or p.n))
+    width = b.sub(U.smin(b, b.add(j0, U.i64(p.col_block or p.n)), U.i64(p.n)), j0)
     a_ptr = b.gep(a_ptr0, [U.i64(p.a_offset)], inbounds=True, source_etype=ty)
-    b_ptr = b.gep(b_ptr0, [b.add(U.i64(p.b_offset), b_first)], inbounds=True, source_etype=ty)
-    c_ptr = b.gep(c_ptr0, [j0], inbounds=True, source_etype=ty)
-    blas.call_gemm(b, module, dtype, int_bits, p.ta, p.tb, U.i64(p.m), width, p.k, 1.0,
-                   a_ptr, p.lda, b_ptr, p.ldb, 0.0, c_ptr, p.n)
+    if thin is not None:
+        b_ptr = b.gep(b_ptr0, [U.i64(p.b_offset)], inbounds=True, source_etype=ty)
+        b.call(thin, [j0, b.add(j0, width), a_ptr, b_ptr, c_ptr0])
+    else:
+        b_first = b.mul(j0, U.i64(p.ldb)) if p.tb else j0  # column j0 of op(B)
+        b_ptr = b.gep(b_ptr0, [b.add(U.i64(p.b_offset), b_first)], inbounds=True,
+                      source_etype=ty)
+        c_ptr = b.gep(c_ptr0, [j0], inbounds=True, source_etype=ty)
+        blas.call_gemm(b, module, dtype, int_bits, p.ta, p.tb, U.i64(p.m), width, p.k, 1.0,
+                       a_ptr, p.lda, b_ptr, p.ldb, 0.0, c_ptr, p.n)
     if epi is None:
         return
     with U.loop(b, 0, p.m, "erow") as r:
         lo = b.udiv(b.add(b.mul(r, U.i64(p.n)), j0), U.i64(g))
         b.call(epi, [lo, b.add(lo, b.udiv(width, U.i64(g)))] + epi_args)
+
+
+# ---- skinny products: dot products along K ------------------------------------------------------
+
+
+def skinny_kernel(module: ir.Module, vc, p: GemmPlan) -> ir.Function:
+    """mm(j0, j1, A, B, C): C[:, j0:j1] = A B^T for a product of m <= SKINNY_ROWS rows whose
+    B is stored as [N, K] rows (unit stride along K), like a linear layer's weight.
+
+    For `c` output columns at a time, m x c vector accumulators run along K (A's rows and
+    B's rows loaded a vector at a time, the K tail masked) and are summed across lanes at
+    the end: B is read exactly once, A stays in L1, nothing is packed."""
+    from rlx.backends.llvm.vecir import Vec, fold_range
+
+    V = Vec(module, vc)
+    L = vc.lanes
+    cols = skinny_columns(p, vc)
+    m, k = p.m, p.k
+    full_k = (k // L) * L
+    fn = U.internal_function(module, "skinny_mm", U.VOID, [U.I64, U.I64] + [U.PTR] * 3)
+    j0, j1, A, B, C = fn.args
+    for a in (A, B, C):
+        a.add_attribute("noalias")
+    reduce = U.intrinsic(module, f"llvm.vector.reduce.fadd.v{L}f32", U.F32, [U.F32, V.ty])
+    b = ir.IRBuilder(fn.append_basic_block("entry"))
+
+    def block(j, c: int):
+        """Columns j .. j+c-1 (c of them), all m rows."""
+        def step(kk, acc, n_valid=L):
+            bv = [V.load_n(b, B, b.add(b.mul(b.add(j, U.i64(q)), U.i64(p.ldb)), kk), n_valid)
+                  for q in range(c)]
+            out = []
+            for i in range(m):
+                av = V.load_n(b, A, b.add(U.i64(i * p.lda), kk), n_valid)
+                out.extend(V.fma(b, av, bv[q], acc[i * c + q]) for q in range(c))
+            return out
+        acc = fold_range(b, 0, full_k, [V.const(0.0)] * (m * c), step, name="sk", step=L)
+        if full_k < k:
+            acc = step(U.i64(full_k), acc, k - full_k)
+        for i in range(m):
+            for q in range(c):
+                total = b.call(reduce, [ir.Constant(U.F32, 0.0), acc[i * c + q]],
+                               fastmath=("reassoc",))
+                U.store(b, total, C, b.add(U.i64(i * p.n), b.add(j, U.i64(q))), "f32")
+
+    if cols == 2:
+        pairs_end = b.add(j0, b.mul(b.sdiv(b.sub(j1, j0), U.i64(2)), U.i64(2)))
+        with U.loop(b, j0, pairs_end, "sj", step=2) as j:
+            block(j, 2)
+        with U.loop(b, pairs_end, j1, "sj1") as j:
+            block(j, 1)
+    else:
+        with U.loop(b, j0, j1, "sj") as j:
+            block(j, 1)
+    b.ret_void()
+    return fn
 
 
 # ---- small products: a register tile per entry ---------------------------------------------------
