@@ -83,10 +83,11 @@ def prompt_point(points: int = 1):
 
 
 def import_segment_anything():
-    """Import the official package with the torchvision shim installed first."""
-    from benchmarks.peers import _torchvision_shim
+    """Import the official package with the torchvision shim installed first (the tests'
+    stand-in: the two functions segment-anything calls, everything else raises)."""
+    from tests.support import torchvision_shim
 
-    _torchvision_shim.install()
+    torchvision_shim.install()
     import segment_anything  # noqa: F401
 
     return segment_anything
