@@ -94,3 +94,27 @@ def test_two_python_threads_running_plans_at_once():
     for t in threads:
         t.join()
     assert not errors, errors[0]
+
+
+def _run_in_child(queue):
+    fj = forkjoin.get(2)
+    k = _kernel(2)
+    arrays = [np.full((64, 1024), 2.0, np.float32) for _ in range(2)]
+    out = np.zeros((64, 1024), np.float32)
+    _run(fj, k, arrays, out)
+    queue.put(float(out.min()) == float(out.max()) == 3.0)
+
+
+def test_a_forked_child_gets_its_own_workers():
+    import multiprocessing
+
+    forkjoin.get(2)  # the parent's workers exist before the fork
+    ctx = multiprocessing.get_context("fork")
+    queue = ctx.Queue()
+    child = ctx.Process(target=_run_in_child, args=(queue,))
+    child.start()
+    child.join(60)
+    if child.is_alive():
+        child.kill()
+        pytest.fail("the forked child hung waiting for workers it does not have")
+    assert child.exitcode == 0 and queue.get(timeout=5)

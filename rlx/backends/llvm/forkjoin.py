@@ -28,6 +28,7 @@ Slot layout (eight i64): seq, done, fn, nargs, lo, hi, args, sleeping.
 from __future__ import annotations
 
 import ctypes
+import os
 import threading
 
 import numpy as np
@@ -278,6 +279,16 @@ def _cycles_per_us() -> int:
 
 _lock = threading.Lock()
 _instance: ForkJoin | None = None
+
+
+def _forget_after_fork() -> None:
+    """A forked child has the slots but none of the worker threads: start afresh there."""
+    global _instance, _lock
+    _instance = None
+    _lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_forget_after_fork)
 
 
 def wake() -> None:
