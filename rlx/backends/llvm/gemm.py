@@ -240,7 +240,9 @@ def kernel_plan(spec: GemmSpec, native: bool, threads: int, dtype: str, vc) -> G
         return p
     parts = max(1, threads) if p.m * p.n * p.k >= PARALLEL_WORK else 1
     cols = -(-p.n // parts)
-    return dataclasses.replace(p, block=p.m, col_block=cols + cols % 2)
+    # even blocks (the kernel takes columns in pairs); one block is all n, so the epilogue
+    # keeps its full row length
+    return dataclasses.replace(p, block=p.m, col_block=cols + cols % 2 if parts > 1 else p.n)
 
 
 #: a skinny product below this many multiply-adds is one task (see threads.PARALLEL_MIN_WORK)
