@@ -141,7 +141,7 @@ def test_skinny_products_run_on_the_dot_product_kernel(m, n, k, device):
     """Few rows times a linear layer's [N, K] weight: no BLAS call; K tails masked, odd N,
     an A read at a row stride larger than K, a fused epilogue, every vector width."""
     from rlx.backends.common.spec import describe
-    from rlx.backends.llvm import gemm
+    from rlx.backends.llvm import gemm, gemm_loops
     from rlx.backends.llvm.target import target_for
     from rlx.backends.llvm.vecir import vector_config
 
@@ -156,7 +156,7 @@ def test_skinny_products_run_on_the_dot_product_kernel(m, n, k, device):
     node, kernel = next((nd, kn) for nd, kn in zip(compiled.graph.nodes, compiled.plan.kernels)
                         if kn is not None and kn.info.kind == "llvm.gemm")
     vc = vector_config(target_for(device))
-    assert gemm.skinny_columns(gemm.plan(describe(node), threads=2), vc) > 0
+    assert gemm_loops.skinny_columns(gemm.plan(describe(node), threads=2), vc) > 0
     assert not kernel.calls_blas
 
 
@@ -382,7 +382,7 @@ def test_gemm_operands_read_through_index_maps(native):
     (14, 14, 64, "cpu"), (7, 40, 5, "cpu"), (64, 64, 64, "cpu"), (13, 33, 3, "cpu"),
     (13, 15, 3, "cpu-avx2"), (13, 15, 3, "cpu-generic")])
 def test_batches_of_small_products_on_the_register_tile_loop(m, n, k, device):
-    # per-entry work <= gemm.SMALL_WORK: no BLAS call; row tiles with a remainder, the last
+    # per-entry work <= gemm_loops.SMALL_WORK: no BLAS call; row tiles with a remainder, the last
     # vector of each row masked (n not a multiple of the vector width), a transposed left
     # operand read in place, a right operand broadcast over one batch dim, an epilogue;
     # a left operand broadcast over the batch

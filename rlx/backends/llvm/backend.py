@@ -173,7 +173,8 @@ class LLVMBackend:
         nthreads = ctx.profile.effective_threads
         common = (loaded, gen.n_ptrs, gen.n_tasks, gen.work, nthreads, info)
         native = getattr(ctx.profile, "gemm", "blas") == "native" or found is None
-        blas_calls = isinstance(spec, GemmSpec) and not native and not self._small(spec, node, ctx)
+        blas_calls = (isinstance(spec, GemmSpec) and not native
+                      and self._calls_blas(spec, node, ctx))
         if isinstance(spec, GemmSpec) and native:
             return kernels.NativeGemmKernel(*common, unusable=unusable, spec=spec)
         if isinstance(spec, AttentionSpec):
@@ -184,16 +185,14 @@ class LLVMBackend:
                 scratch_elems=attention.scratch_floats(spec, vector_config(target)))
         return kernels.CompiledKernel(*common, unusable=unusable, calls_blas=blas_calls)
 
-    def _small(self, spec, node: Node, ctx: KernelContext) -> bool:
-        """The GEMM runs on a generated loop (small register tiles or the skinny kernel),
-        never calling BLAS."""
+    def _calls_blas(self, spec, node: Node, ctx: KernelContext) -> bool:
+        """The GEMM calls BLAS (not one of the generated loops of `gemm_loops`)."""
         from rlx.backends.llvm import gemm
         from rlx.backends.llvm.target import target_for
         from rlx.backends.llvm.vecir import vector_config
 
-        return not gemm.uses_blas(spec, False, ctx.profile.effective_threads,
-                                  node.outputs[0].dtype,
-                                  vector_config(target_for(ctx.profile.device)))
+        return gemm.uses_blas(spec, False, ctx.profile.effective_threads,
+                              node.outputs[0].dtype, vector_config(target_for(ctx.profile.device)))
 
     def run_context(self):
         """Entered around every call of a compiled plan: OpenBLAS at one thread for the
