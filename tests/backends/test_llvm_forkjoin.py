@@ -118,3 +118,18 @@ def test_a_forked_child_gets_its_own_workers():
         child.kill()
         pytest.fail("the forked child hung waiting for workers it does not have")
     assert child.exitcode == 0 and queue.get(timeout=5)
+
+
+def test_workers_are_parked_after_a_plan_call_and_released_by_the_next():
+    b = GraphBuilder("fj_park")
+    x = b.input("x", (256, 1024))
+    b.output(b.mul(b.add(x, 1.0), 0.5))
+    compiled = compile_graph(b.build(), LLVM, weights={})
+    data = np.ones((256, 1024), np.float32)
+    np.testing.assert_array_equal(compiled(data)[0], 1.0)
+    fj = forkjoin.get(2)
+    assert (fj._slots[:, forkjoin.PARK] == 1).all()  # the plan call ended: no spinning
+    forkjoin.wake()
+    assert (fj._slots[:, forkjoin.PARK] == 0).all()
+    for _ in range(5):  # parked, woken, parked again: results stay right
+        np.testing.assert_array_equal(compiled(data)[0], 1.0)

@@ -196,14 +196,12 @@ class LLVMBackend:
 
     def run_context(self):
         """Entered around every call of a compiled plan: OpenBLAS at one thread for the
-        whole call (BLAS kernels then find it set instead of toggling it, ~25 us each),
-        and the fork-join's workers woken if they went to sleep, so their wake-up
-        overlaps the plan's first kernels."""
-        from rlx.backends.common import threads
-        from rlx.backends.llvm import forkjoin
+        whole call (BLAS kernels then find it set instead of toggling it, ~25 us each);
+        the fork-join's workers woken on entry (their wake-up overlaps the plan's first
+        kernels) and parked on exit."""
+        from rlx.backends.llvm import kernels
 
-        forkjoin.wake()
-        return threads.single_threaded_blas()
+        return kernels.PlanCall()
 
     def compile_many(self, nodes: Sequence[Node], ctx: KernelContext) -> list:
         from rlx.backends.common import threads

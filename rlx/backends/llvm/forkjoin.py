@@ -22,7 +22,9 @@ caller at a time owns the workers; a concurrent caller (another Python thread
 running another plan) falls back to the thread pool in
 `rlx.backends.common.threads`.
 
-Slot layout (eight i64): seq, done, fn, nargs, lo, hi, args, sleeping.
+Slot layout (i64 fields): seq, done, fn, nargs, lo, hi, args, sleeping, park.
+Between plan calls the workers are parked (`park`): they stop spinning at once,
+so a caller's own threads (host post-processing) get the cores.
 """
 
 from __future__ import annotations
@@ -42,7 +44,11 @@ from rlx.backends.llvm import irutil as U
 SPIN_US = 1000
 #: most pointer arguments a kernel may take and still use the native hand-off
 MAX_ARGS = 24
-SEQ, DONE, FN, NARGS, LO, HI, ARGS, SLEEPING = range(8)
+#: park the workers when a plan call ends (see `park`)
+PARK_AFTER_PLAN = True
+SEQ, DONE, FN, NARGS, LO, HI, ARGS, SLEEPING, PARK = range(9)
+#: i64 fields per slot (two cache lines: a worker's slot shares no line with another's)
+SLOT = 16
 OP_WAIT, OP_JOIN, OP_POST = 0, 1, 2
 
 
@@ -107,7 +113,8 @@ def runtime_ir(triple: str) -> str:
     b.position_at_end(spin_more)
     relax(b)
     spent = b.sub(b.call(cycles, []), t0)
-    b.cbranch(b.icmp_unsigned(">", spent, bb), give_up, spin)
+    parked = b.icmp_signed("!=", aload(b, PARK, "monotonic"), U.i64(0))
+    b.cbranch(b.or_(b.icmp_unsigned(">", spent, bb), parked), give_up, spin)
     b.position_at_end(give_up)
     astore(b, U.i64(1), SLEEPING, "seq_cst")
     s2 = aload(b, SEQ, "seq_cst")
@@ -198,7 +205,7 @@ class ForkJoin:
                                  *([ctypes.c_int64] * 5))
         self._call = proto(self._loaded.address)
         self.spin_cycles = _cycles_per_us() * SPIN_US
-        self._slots = np.zeros((max(workers, 0), 8), dtype=np.int64)  # one row per worker
+        self._slots = np.zeros((max(workers, 0), SLOT), dtype=np.int64)  # one row per worker
         self._seq = [0] * workers
         self._events = [threading.Event() for _ in range(workers)]
         self._owner = threading.Lock()
@@ -209,12 +216,19 @@ class ForkJoin:
             t.start()
 
     def wake(self) -> None:
+        """Workers may spin again; the sleeping ones are woken."""
+        self._slots[:, PARK] = 0
         for k, event in enumerate(self._events):
             if self._slots[k, SLEEPING]:
                 event.set()
 
+    def park(self) -> None:
+        """Workers stop spinning now and sleep (a plan call ended: the cores are for
+        whatever the caller does next, e.g. host post-processing on the thread pool)."""
+        self._slots[:, PARK] = 1
+
     def _slot(self, k: int) -> int:
-        return self._slots.__array_interface__["data"][0] + 64 * k
+        return self._slots.__array_interface__["data"][0] + 8 * SLOT * k
 
     def _worker(self, k: int) -> None:
         last = 0
@@ -296,6 +310,13 @@ def wake() -> None:
     fj = _instance
     if fj is not None:
         fj.wake()
+
+
+def park() -> None:
+    """Send the spinning workers to sleep (a plan call has ended)."""
+    fj = _instance
+    if fj is not None and PARK_AFTER_PLAN:
+        fj.park()
 
 
 def get(threads: int) -> ForkJoin | None:

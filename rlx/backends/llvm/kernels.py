@@ -34,6 +34,21 @@ def _address(a: np.ndarray | None, keep: list) -> int | None:
     return a.__array_interface__["data"][0]
 
 
+class PlanCall:
+    """The llvm backend's run context (see `LLVMBackend.run_context`)."""
+
+    def __enter__(self):
+        forkjoin.wake()
+        self._blas = threads.single_threaded_blas()
+        self._blas.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        self._blas.__exit__(*exc)
+        forkjoin.park()
+        return False
+
+
 class CompiledKernel:
     """A generated function over `n_tasks` tasks of one node."""
 
