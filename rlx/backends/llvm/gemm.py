@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from llvmlite import ir
 
 from rlx.backends.common.spec import GemmSpec
+from rlx.backends.common.threads import PARALLEL_MIN_WORK
 from rlx.passes.fuse_views import StridedView, blas_layout
 from rlx.backends.llvm import blas
 from rlx.backends.llvm import irutil as U
@@ -211,17 +212,13 @@ def kernel_plan(spec: GemmSpec, native: bool, threads: int, dtype: str, vc) -> G
     """The plan the generated kernel follows (tasks included): `plan`, switched to column
     blocks when the product runs on `skinny_kernel`."""
     p = plan(spec, transposed_operands=not native, threads=threads)
-    if native or dtype != "f32" or not skinny_columns(p, vc):
+    if native or not skinny_columns(p, vc, dtype):
         return p
-    parts = max(1, threads) if p.m * p.n * p.k >= PARALLEL_WORK else 1
+    parts = max(1, threads) if p.m * p.n * p.k >= PARALLEL_MIN_WORK else 1
     cols = -(-p.n // parts)
     # even blocks (the kernel takes columns in pairs); one block is all n, so the epilogue
     # keeps its full row length
     return dataclasses.replace(p, block=p.m, col_block=cols + cols % 2 if parts > 1 else p.n)
-
-
-#: a skinny product below this many multiply-adds is one task (see threads.PARALLEL_MIN_WORK)
-PARALLEL_WORK = 1 << 16
 
 
 def uses_blas(spec: GemmSpec, native: bool, threads: int, dtype: str, vc) -> bool:
@@ -229,14 +226,14 @@ def uses_blas(spec: GemmSpec, native: bool, threads: int, dtype: str, vc) -> boo
     if native:
         return False
     p = kernel_plan(spec, native, threads, dtype, vc)
-    return not (small(p, dtype, vc) or (dtype == "f32" and skinny_columns(p, vc)))
+    return not (small(p, dtype, vc) or skinny_columns(p, vc, dtype))
 
 
 def gemm_module(spec: GemmSpec, n_inputs: int, dtype: str, title: str, native: bool,
                 int_bits: int, threads: int = 1, fastmath: bool = False, vc=None) -> str:
-    """IR of the GEMM + epilogue kernel (BLAS, the native loop when `native`, or the small
-    register-tiled loop for batches of small products when the target's vector shape `vc`
-    is given)."""
+    """IR of the GEMM + epilogue kernel: BLAS, or (`gemm_loops`) the native loop when
+    `native`, the small register-tiled loop for batches of small products or the skinny
+    dot-product loop for few-row products, when the target's vector shape `vc` is given."""
     p = kernel_plan(spec, native, threads, dtype, vc)
     module = U.new_module(title)
     fn = U.entry_function(module, n_inputs + 1 + (2 if native else 0))
@@ -252,8 +249,7 @@ def gemm_module(spec: GemmSpec, n_inputs: int, dtype: str, title: str, native: b
                                    fastmath=fastmath)
     kernel = native_kernel(module, dtype, p.n, p.k) if native else None
     tiny = None if native or not small(p, dtype, vc) else small_kernel(module, vc, p)
-    thin = (skinny_kernel(module, vc, p) if not native and dtype == "f32"
-            and skinny_columns(p, vc) else None)
+    thin = skinny_kernel(module, vc, p) if not native and skinny_columns(p, vc, dtype) else None
     b = ir.IRBuilder(fn.append_basic_block("entry"))
     if native:  # packed op(A), op(B) after the output
         a_ptr0, b_ptr0 = fn.args[3 + n_inputs], fn.args[4 + n_inputs]

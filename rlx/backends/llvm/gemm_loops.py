@@ -39,10 +39,11 @@ def small(p: GemmPlan, dtype: str, vc) -> bool:
             and p.m * p.n * p.k <= SMALL_WORK and 0 < p.n <= 4 * vc.lanes and p.block == p.m)
 
 
-def skinny_columns(p: GemmPlan, vc) -> int:
+def skinny_columns(p: GemmPlan, vc, dtype: str = "f32") -> int:
     """Output columns `skinny_kernel` accumulates at once for `p` (0: it does not apply):
     2 when 2m accumulators + m A vectors + 2 B vectors fit the registers, else 1."""
-    if vc is None or p.batch or not (1 <= p.m <= SKINNY_ROWS) or not p.tb or p.ta or p.k < 1:
+    if (vc is None or dtype != "f32" or p.batch or not (1 <= p.m <= SKINNY_ROWS) or not p.tb
+            or p.ta or p.k < 1):
         return 0
     if 3 * p.m + 2 <= vc.regs:
         return 2
