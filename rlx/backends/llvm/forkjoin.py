@@ -56,8 +56,9 @@ def runtime_ir(triple: str) -> str:
     """IR of the one exported function ``i64 rlx_kernel(op, slot, a, b, c, d, e)``:
 
     * OP_WAIT (worker): wait for a sequence number other than `a` (spin for `b` cycles,
-      then set ``sleeping`` and check once more); run the task, mark it done, return the
-      new sequence number -- or return `a` if none came (the slot is then ``sleeping``);
+      then set ``sleeping`` and check once more); run the task, mark it done and wait
+      again for the next one, each wait with a fresh spin budget; return the last sequence
+      number seen when none came in time or the slot is parked (it is then ``sleeping``);
     * OP_JOIN (caller): spin until the slot's ``done`` equals `a`;
     * OP_POST (caller): store fn=`a`, nargs=`b`, lo=`c`, hi=`d`, args=`e`, bump the
       sequence number; return the new one, negated if the worker was sleeping.
@@ -97,19 +98,27 @@ def runtime_ir(triple: str) -> str:
     b.position_at_end(bad_bb)
     b.ret(U.i64(-1))
 
-    # ---- worker: spin, then announce sleep and re-check, run -------------------------
-    b.position_at_end(wait_bb)
-    astore(b, U.i64(0), SLEEPING, "seq_cst")
-    t0 = b.call(cycles, [])
+    # ---- worker: spin, then announce sleep and re-check, run; repeat ------------------
+    # After a task the worker goes straight back to spinning *here*: returning to its
+    # Python loop would need the GIL, which the caller holds between kernels, so every
+    # hand-off would wait for a GIL switch (tens of microseconds).
+    loop = fn.append_basic_block("wait.loop")
     spin = fn.append_basic_block("wait.spin")
     spin_more = fn.append_basic_block("wait.more")
     give_up = fn.append_basic_block("wait.sleep")
     run = fn.append_basic_block("wait.run")
     idle = fn.append_basic_block("wait.idle")
+    b.position_at_end(wait_bb)
+    b.branch(loop)
+    b.position_at_end(loop)
+    last = b.phi(U.I64)
+    last.add_incoming(a, wait_bb)
+    astore(b, U.i64(0), SLEEPING, "seq_cst")
+    t0 = b.call(cycles, [])
     b.branch(spin)
     b.position_at_end(spin)
     s1 = aload(b, SEQ)
-    b.cbranch(b.icmp_signed("!=", s1, a), run, spin_more)
+    b.cbranch(b.icmp_signed("!=", s1, last), run, spin_more)
     b.position_at_end(spin_more)
     relax(b)
     spent = b.sub(b.call(cycles, []), t0)
@@ -118,9 +127,9 @@ def runtime_ir(triple: str) -> str:
     b.position_at_end(give_up)
     astore(b, U.i64(1), SLEEPING, "seq_cst")
     s2 = aload(b, SEQ, "seq_cst")
-    b.cbranch(b.icmp_signed("!=", s2, a), run, idle)
+    b.cbranch(b.icmp_signed("!=", s2, last), run, idle)
     b.position_at_end(idle)
-    b.ret(a)
+    b.ret(last)
     b.position_at_end(run)
     seq = b.phi(U.I64)
     seq.add_incoming(s1, spin)
@@ -130,7 +139,8 @@ def runtime_ir(triple: str) -> str:
                    b.load(field(b, LO), typ=U.I64), b.load(field(b, HI), typ=U.I64),
                    b.load(field(b, ARGS), typ=U.I64)])
     astore(b, seq, DONE)
-    b.ret(seq)
+    last.add_incoming(seq, run)
+    b.branch(loop)
 
     # ---- caller: wait until done ---------------------------------------------------------
     b.position_at_end(join_bb)
@@ -234,10 +244,8 @@ class ForkJoin:
         last = 0
         slot, event, call = self._slot(k), self._events[k], self._call
         while True:
-            got = call(OP_WAIT, slot, last, self.spin_cycles, 0, 0, 0)
-            if got != last:
-                last = got
-                continue
+            # returns only when it has announced that it sleeps (tasks run inside)
+            last = call(OP_WAIT, slot, last, self.spin_cycles, 0, 0, 0)
             event.wait()
             event.clear()
 
