@@ -170,6 +170,41 @@ def test_long_rows_are_split_into_chunks_over_threads():
     check(build, LLVM.replace(threads=1, name="llvm-1t"))
 
 
+@pytest.mark.parametrize("shape,perm", [
+    ((3, 2, 7, 2), (0, 2, 1, 3)),         # [3, 7, 2, 2]: 2 x 2 from two input dims
+    ((3, 2, 2, 7, 2), (0, 3, 1, 4, 2)),   # [3, 7, 2, 2, 2]
+    ((3, 3, 7), (0, 2, 1)),               # [3, 7, 3]
+    ((4, 2, 2, 2, 2), (0, 3, 1, 4, 2)),   # SAM's depth-to-space in small
+])
+def test_tiny_trailing_dims_are_unrolled(shape, perm):
+    """Transposes whose innermost dims are tiny and not mergeable (the kernel unrolls them)
+    with operands that vary, broadcast and stay constant along those dims, against the
+    reference; also with the looped dim split into chunks over threads."""
+    from rlx.backends.common.spec import describe
+    from rlx.backends.llvm.elementwise import tail_dims
+
+    out_shape = tuple(shape[p] for p in perm)
+
+    def build(b):
+        x = b.input("x", shape)
+        y = b.transpose(x, perm=perm)
+        row = b.input("row", out_shape[:-1] + (1,))  # constant along the last dim only
+        col = b.input("col", out_shape[-1:])  # varies along the last dim only
+        b.output(b.tanh(b.add(b.mul(y, row), col)))
+        return {}
+    compiled = check(build, LLVM)
+    assert _kinds(compiled) == ["llvm.elementwise"]
+    nests = [describe(n).nest for n in compiled.plan.graph.nodes]
+    assert any(tail_dims(n.shape) >= 1 for n in nests), nests
+
+    def long(b):  # the looped dim (3000 * 7) is split into chunks
+        x = b.input("x", (shape[0] * 1000,) + shape[1:])
+        b.output(b.mul(b.transpose(x, perm=perm), 3.0))
+        return {}
+    compiled = check(long, LLVM)
+    assert any(tail_dims(describe(n).nest.shape) >= 1 for n in compiled.plan.graph.nodes)
+
+
 def test_zero_size_tensors():
     def build(b):
         x = b.input("x", (0, 5))

@@ -6,12 +6,18 @@ output). A task is one row of the outer dims times one chunk of at most
 `CHUNK` elements of the innermost dim; the innermost loop is the one LLVM
 vectorizes. Operands that do not vary along it are loaded once per task.
 
+When the innermost dims are tiny (a depth-to-space transpose ends in 2 x 2), a
+loop over them would cost more in per-row index arithmetic than in copying:
+trailing dims of at most `TAIL` elements in all are unrolled into the loop body
+(`tail_dims`), and the loop runs along the dim before them.
+
 The same emitter builds GEMM epilogues (`chunk=None`: a task is one whole
 row), called on row blocks of the product while they are still in cache.
 """
 
 from __future__ import annotations
 
+import itertools
 import math
 
 from llvmlite import ir
@@ -24,13 +30,27 @@ from rlx.backends.llvm.program import Env, emit_program
 
 #: innermost elements per task (long rows are split so threads share them)
 CHUNK = 4096
+#: trailing dims of at most this many elements in all are unrolled (see module doc)
+TAIL = 8
+
+
+def tail_dims(shape, chunk: int | None = CHUNK) -> int:
+    """How many trailing dims the body unrolls: 0 unless the innermost dim is shorter
+    than `TAIL` (and never for GEMM epilogues, `chunk=None`, whose rows are fixed)."""
+    if chunk is None or len(shape) < 2 or shape[-1] >= TAIL:
+        return 0
+    u = 0
+    while u < len(shape) - 1 and math.prod(shape[len(shape) - u - 1:]) <= TAIL:
+        u += 1
+    return u
 
 
 def tasks(shape, chunk: int | None = CHUNK) -> int:
-    outer = math.prod(shape[:-1])
+    loop = len(shape) - 1 - tail_dims(shape, chunk)
+    outer = math.prod(shape[:loop])
     if chunk is None:
         return outer
-    return outer * max(1, -(-shape[-1] // chunk))
+    return outer * max(1, -(-shape[loop] // chunk))
 
 
 class Operands:
@@ -63,8 +83,15 @@ def elementwise_function(module: ir.Module, spec: ElementwiseSpec, n_inputs: int
     math_ = MathLib(module)
     b = ir.IRBuilder(fn.append_basic_block("entry"))
     nd = len(nest.shape)
-    last = nd - 1
+    tail = tail_dims(nest.shape, chunk)
+    last = nd - 1 - tail  # the looped dim; dims after it are unrolled
     length = nest.shape[last]
+    # constant offsets of every unrolled position, per input and per output
+    corners = list(itertools.product(*(range(n) for n in nest.shape[last + 1:])))
+
+    def const(acc, pos):
+        return sum(i * s for i, s in zip(pos, acc.strides[last + 1:]))
+
     nch = 1 if chunk is None else max(1, -(-length // chunk))
     task_lo, task_hi = fn.args[0], fn.args[1]
     with U.loop(b, task_lo, task_hi, "task") as task:
@@ -81,20 +108,27 @@ def elementwise_function(module: ir.Module, spec: ElementwiseSpec, n_inputs: int
         for acc, sym in zip(nest.inputs, spec.leaf_syms):
             base = offset(b, acc, iv)
             ptr = ops.ptr(acc.arg)
-            if acc.strides[last] == 0:
+            if not any(acc.strides[last:]):
                 env.values[sym.name] = U.load(b, ptr, base, sym.dtype, name=sym.name)
             else:
-                streamed.append((sym, ptr, base, acc.strides[last]))
-        out_bases = [(ops.out(k), offset(b, acc, iv), acc.strides[last], dt)
+                streamed.append((sym, ptr, base, acc))
+        out_bases = [(ops.out(k), offset(b, acc, iv), acc, dt)
                      for k, (acc, dt) in enumerate(zip(nest.outputs, out_dtypes))]
         with U.loop(b, jlo, jhi, "j") as j:
-            for sym, ptr, base, s in streamed:
-                at = b.add(base, j if s == 1 else b.mul(j, U.i64(s)))
-                env.values[sym.name] = U.load(b, ptr, at, sym.dtype, name=sym.name)
-            emit_program(b, env, spec.program)
-            for (ptr, base, s, dt), val in zip(out_bases, spec.out_syms):
-                at = b.add(base, j if s == 1 else b.mul(j, U.i64(s)))
-                U.store(b, env.value_as(b, val, dt), ptr, at, dt)
+            for pos in corners:
+                for sym, ptr, base, acc in streamed:
+                    s = acc.strides[last]
+                    at = b.add(base, j if s == 1 else b.mul(j, U.i64(s)))
+                    if const(acc, pos):
+                        at = b.add(at, U.i64(const(acc, pos)))
+                    env.values[sym.name] = U.load(b, ptr, at, sym.dtype, name=sym.name)
+                emit_program(b, env, spec.program)
+                for (ptr, base, acc, dt), val in zip(out_bases, spec.out_syms):
+                    s = acc.strides[last]
+                    at = b.add(base, j if s == 1 else b.mul(j, U.i64(s)))
+                    if const(acc, pos):
+                        at = b.add(at, U.i64(const(acc, pos)))
+                    U.store(b, env.value_as(b, val, dt), ptr, at, dt)
     b.ret_void()
     return fn
 
