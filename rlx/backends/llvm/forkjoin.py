@@ -44,6 +44,8 @@ from rlx.backends.llvm import irutil as U
 SPIN_US = 1000
 #: most pointer arguments a kernel may take and still use the native hand-off
 MAX_ARGS = 24
+#: pointer arrays kept for reuse (a plan's kernels; cleared when full)
+ARGS_KEPT = 4096
 #: park the workers when a plan call ends (see `park`)
 PARK_AFTER_PLAN = True
 SEQ, DONE, FN, NARGS, LO, HI, ARGS, SLEEPING, PARK = range(9)
@@ -220,6 +222,11 @@ class ForkJoin:
         self._events = [threading.Event() for _ in range(workers)]
         self._owner = threading.Lock()
         self.workers = workers
+        self._slot_addr = [self._slot(k) for k in range(workers)]
+        #: pointer tuple -> address of its int64 array (the arrays are kept in _arrays)
+        self._args: dict[tuple, int] = {}
+        self._arrays: list[np.ndarray] = []
+        self._bounds: dict[tuple[int, int], list[int]] = {}
         for k in range(workers):
             t = threading.Thread(target=self._worker, args=(k,), daemon=True,
                                  name=f"rlx-forkjoin-{k}")
@@ -256,23 +263,33 @@ class ForkJoin:
         if parts < 2 or len(ptrs) > MAX_ARGS or not self._owner.acquire(blocking=False):
             return False
         try:
-            args = np.array([p or 0 for p in ptrs] or [0], dtype=np.int64)
-            args_addr = args.__array_interface__["data"][0]
-            bounds = [n_tasks * i // parts for i in range(parts + 1)]
-            posted = []
+            # A plan calls its kernels on the same buffers every time: the pointer array
+            # and the task bounds of a call are kept, not rebuilt (a few us per kernel).
+            args_addr = self._args.get(ptrs)
+            if args_addr is None:
+                if len(self._args) >= ARGS_KEPT:
+                    self._args.clear()
+                    self._arrays.clear()
+                args = np.array([p or 0 for p in ptrs] or [0], dtype=np.int64)
+                self._arrays.append(args)
+                args_addr = self._args[ptrs] = args.__array_interface__["data"][0]
+            bounds = self._bounds.get((n_tasks, parts))
+            if bounds is None:
+                bounds = self._bounds[(n_tasks, parts)] = [n_tasks * i // parts
+                                                          for i in range(parts + 1)]
+            call, slots, seqs = self._call, self._slot_addr, self._seq
             for k in range(parts - 1):
-                new = self._call(OP_POST, self._slot(k), fn_address, len(ptrs),
-                                 bounds[k + 1], bounds[k + 2], args_addr)
+                new = call(OP_POST, slots[k], fn_address, len(ptrs), bounds[k + 1],
+                           bounds[k + 2], args_addr)
                 if new < 0:
                     new = -new
                     self._events[k].set()
-                self._seq[k] = new
-                posted.append(k)
+                seqs[k] = new
             try:
                 fn(bounds[0], bounds[1], *ptrs)
             finally:
-                for k in posted:
-                    self._call(OP_JOIN, self._slot(k), self._seq[k], 0, 0, 0, 0)
+                for k in range(parts - 1):
+                    call(OP_JOIN, slots[k], seqs[k], 0, 0, 0, 0)
             return True
         finally:
             self._owner.release()

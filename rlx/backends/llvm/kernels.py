@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import ctypes
 import threading
+import weakref
 
 import numpy as np
 
@@ -25,13 +26,33 @@ from rlx.backends.llvm import forkjoin
 from rlx.errors import RlxError
 
 
+#: id(view) -> (weak reference to the view, its data address); see `_address`
+_addresses: dict[int, tuple] = {}
+ADDRESSES_KEPT = 1 << 14
+
+
 def _address(a: np.ndarray | None, keep: list) -> int | None:
+    """The data address of `a` (made contiguous first, the copy kept alive by `keep`).
+
+    Reading it (``__array_interface__``) costs ~1 us, several times per kernel call; a
+    plan passes the same arena and weight views on every call, so the address of a view
+    (an array that does not own its memory, hence cannot be resized) is remembered
+    under its id, checked against a weak reference to that very object."""
     if a is None:
         return None
+    hit = _addresses.get(id(a))
+    if hit is not None and hit[0]() is a:
+        return hit[1]
     if not a.flags.c_contiguous:
         a = np.ascontiguousarray(a)
         keep.append(a)
-    return a.__array_interface__["data"][0]
+        return a.__array_interface__["data"][0]
+    addr = a.__array_interface__["data"][0]
+    if a.base is not None:
+        if len(_addresses) >= ADDRESSES_KEPT:
+            _addresses.clear()
+        _addresses[id(a)] = (weakref.ref(a), addr)
+    return addr
 
 
 class PlanCall:
