@@ -89,8 +89,12 @@ def elementwise_function(module: ir.Module, spec: ElementwiseSpec, n_inputs: int
     # constant offsets of every unrolled position, per input and per output
     corners = list(itertools.product(*(range(n) for n in nest.shape[last + 1:])))
 
-    def const(acc, pos):
-        return sum(i * s for i, s in zip(pos, acc.strides[last + 1:]))
+    def at(base, acc, j, pos):
+        """Element offset of `acc` at loop index `j` and unrolled position `pos`."""
+        s = acc.strides[last]
+        off = b.add(base, j if s == 1 else b.mul(j, U.i64(s)))
+        k = sum(i * st for i, st in zip(pos, acc.strides[last + 1:]))
+        return b.add(off, U.i64(k)) if k else off
 
     nch = 1 if chunk is None else max(1, -(-length // chunk))
     task_lo, task_hi = fn.args[0], fn.args[1]
@@ -117,18 +121,11 @@ def elementwise_function(module: ir.Module, spec: ElementwiseSpec, n_inputs: int
         with U.loop(b, jlo, jhi, "j") as j:
             for pos in corners:
                 for sym, ptr, base, acc in streamed:
-                    s = acc.strides[last]
-                    at = b.add(base, j if s == 1 else b.mul(j, U.i64(s)))
-                    if const(acc, pos):
-                        at = b.add(at, U.i64(const(acc, pos)))
-                    env.values[sym.name] = U.load(b, ptr, at, sym.dtype, name=sym.name)
+                    env.values[sym.name] = U.load(b, ptr, at(base, acc, j, pos), sym.dtype,
+                                                  name=sym.name)
                 emit_program(b, env, spec.program)
                 for (ptr, base, acc, dt), val in zip(out_bases, spec.out_syms):
-                    s = acc.strides[last]
-                    at = b.add(base, j if s == 1 else b.mul(j, U.i64(s)))
-                    if const(acc, pos):
-                        at = b.add(at, U.i64(const(acc, pos)))
-                    U.store(b, env.value_as(b, val, dt), ptr, at, dt)
+                    U.store(b, env.value_as(b, val, dt), ptr, at(base, acc, j, pos), dt)
     b.ret_void()
     return fn
 
