@@ -18,6 +18,13 @@ class AttributeSchemaError(RlxError):
     """An op attribute is missing, unknown or of the wrong type."""
 
 
+class UnknownOpError(AttributeSchemaError, AttributeError):
+    """An op name the registry does not know, asked of a `GraphBuilder` as a method.
+
+    Also an AttributeError, so ``hasattr(builder, name)`` and ``getattr`` with a
+    default treat it as a missing attribute instead of failing."""
+
+
 class ParseError(RlxError):
     """The IR text is malformed; carries the line and column at fault."""
 

@@ -17,7 +17,7 @@ from typing import Iterator, Sequence
 
 import numpy as np
 
-from rlx.errors import AttributeSchemaError, ShapeError, VerifyError
+from rlx.errors import AttributeSchemaError, ShapeError, UnknownOpError, VerifyError
 from rlx.ir.graph import INPUT, RESULT, WEIGHT, Graph, Node, Value
 from rlx.ir.ops import get_op
 from rlx.ir.types import TensorType
@@ -167,7 +167,10 @@ class GraphBuilder:
     def __getattr__(self, name: str):
         if name.startswith("_"):
             raise AttributeError(name)
-        _lookup(name)  # raises a clear error for unknown ops, naming the calling line
+        try:
+            _lookup(name)  # a clear error for unknown ops, naming the calling line
+        except AttributeSchemaError as e:
+            raise UnknownOpError(str(e)) from None
 
         def emit_op(*inputs, **attrs):
             return self.op(name, *inputs, **attrs)

@@ -181,6 +181,15 @@ def test_unknown_op_from_the_builder_names_the_source_line():
         b.op("frobnicate", x)
 
 
+def test_unknown_op_is_a_missing_attribute_for_hasattr_and_getattr():
+    b = GraphBuilder()
+    assert not hasattr(b, "frobnicate")
+    assert getattr(b, "frobnicate", None) is None
+    assert hasattr(b, "add") and callable(getattr(b, "add"))
+    with pytest.raises(AttributeError, match=r"unknown op 'frobnicate'"):
+        b.frobnicate
+
+
 def test_weight_declared_twice_with_different_shapes():
     b = GraphBuilder()
     b.weight("w", (2, 3))
