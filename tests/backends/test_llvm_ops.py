@@ -179,7 +179,7 @@ def test_long_rows_are_split_into_chunks_over_threads():
 def test_tiny_trailing_dims_are_unrolled(shape, perm):
     """Transposes whose innermost dims are tiny and not mergeable (the kernel unrolls them)
     with operands that vary, broadcast and stay constant along those dims, against the
-    reference; also with the looped dim split into chunks over threads."""
+    reference."""
     from rlx.backends.common.spec import describe
     from rlx.backends.llvm.elementwise import tail_dims
 
@@ -197,12 +197,22 @@ def test_tiny_trailing_dims_are_unrolled(shape, perm):
     nests = [describe(n).nest for n in compiled.plan.graph.nodes]
     assert any(tail_dims(n.shape) >= 1 for n in nests), nests
 
-    def long(b):  # the looped dim (3000 * 7) is split into chunks
-        x = b.input("x", (shape[0] * 1000,) + shape[1:])
-        b.output(b.mul(b.transpose(x, perm=perm), 3.0))
+
+def test_unrolled_tail_with_the_looped_dim_split_into_chunks():
+    """[2, 5000, 2] from a transpose: the 2 is unrolled, the 5000 loop is longer than a
+    chunk, so each row is two tasks (and the threads share them)."""
+    from rlx.backends.common.spec import describe
+    from rlx.backends.llvm.elementwise import CHUNK, tail_dims, tasks
+
+    def build(b):
+        x = b.input("x", (2, 2, 5000))
+        b.output(b.mul(b.transpose(x, perm=(0, 2, 1)), 3.0))
         return {}
-    compiled = check(long, LLVM)
-    assert any(tail_dims(describe(n).nest.shape) >= 1 for n in compiled.plan.graph.nodes)
+    compiled = check(build, LLVM)
+    (nest,) = [describe(n).nest for n in compiled.plan.graph.nodes]
+    assert nest.shape == (2, 5000, 2) and 5000 > CHUNK
+    assert tail_dims(nest.shape) == 1 and tasks(nest.shape) == 4
+    check(build, LLVM.replace(threads=1, name="llvm-1t"))
 
 
 def test_zero_size_tensors():

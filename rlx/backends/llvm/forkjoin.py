@@ -223,9 +223,8 @@ class ForkJoin:
         self._owner = threading.Lock()
         self.workers = workers
         self._slot_addr = [self._slot(k) for k in range(workers)]
-        #: pointer tuple -> address of its int64 array (the arrays are kept in _arrays)
-        self._args: dict[tuple, int] = {}
-        self._arrays: list[np.ndarray] = []
+        #: pointer tuple -> (its int64 array, kept alive here; the array's address)
+        self._args: dict[tuple, tuple[np.ndarray, int]] = {}
         self._bounds: dict[tuple[int, int], list[int]] = {}
         for k in range(workers):
             t = threading.Thread(target=self._worker, args=(k,), daemon=True,
@@ -265,14 +264,13 @@ class ForkJoin:
         try:
             # A plan calls its kernels on the same buffers every time: the pointer array
             # and the task bounds of a call are kept, not rebuilt (a few us per kernel).
-            args_addr = self._args.get(ptrs)
-            if args_addr is None:
+            kept = self._args.get(ptrs)
+            if kept is None:
                 if len(self._args) >= ARGS_KEPT:
                     self._args.clear()
-                    self._arrays.clear()
                 args = np.array([p or 0 for p in ptrs] or [0], dtype=np.int64)
-                self._arrays.append(args)
-                args_addr = self._args[ptrs] = args.__array_interface__["data"][0]
+                kept = self._args[ptrs] = (args, args.__array_interface__["data"][0])
+            args_addr = kept[1]
             bounds = self._bounds.get((n_tasks, parts))
             if bounds is None:
                 bounds = self._bounds[(n_tasks, parts)] = [n_tasks * i // parts
