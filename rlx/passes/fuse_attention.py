@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from rlx.ir.graph import RESULT, Graph
 from rlx.passes.fuse_groups import GraphIndex, Group, emit_groups, is_convex
-from rlx.passes.fuse_views import batched_view, view_chain
+from rlx.ir.views import batched_view, view_chain
 
 
 def operand_chain(value) -> list:

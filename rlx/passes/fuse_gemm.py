@@ -22,7 +22,7 @@ from __future__ import annotations
 from rlx.ir.graph import RESULT, Graph
 from rlx.passes.fuse_elementwise import fusable_elementwise
 from rlx.passes.fuse_groups import GraphIndex, Group, emit_groups, is_convex, operand_nodes
-from rlx.passes.fuse_views import StridedView, gemm_operand_view, view_chain
+from rlx.ir.views import StridedView, gemm_operand_view, view_chain
 
 
 def operand_chain(value) -> list:
@@ -72,7 +72,7 @@ def _legal(index: GraphIndex, chain) -> list | None:
                 return None
             # The operand's index map in this op's space must survive the reshape
             # into the kernel's space.
-            from rlx.passes.fuse_views import view_of
+            from rlx.ir.views import view_of
 
             if nodes and nodes[0].op == "const":
                 absorbed.extend(nodes)

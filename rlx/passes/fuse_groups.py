@@ -8,7 +8,7 @@ of node ``i`` when ``i`` (transitively) reads a result of ``j``.
 
 Besides its members a group may *absorb* nodes it copies into its body without
 owning them: scalar constants (become literals) and movement ops on its inputs
-that are mere index maps (see `fuse_views`). An absorbed node stays in the
+that are mere index maps (see `rlx.ir.views`). An absorbed node stays in the
 outer graph for its other users; `dce` drops it if nothing else needs it.
 
 `emit_groups` rebuilds the graph with each group replaced by one `fused` node
@@ -217,7 +217,7 @@ def operand_nodes(index: GraphIndex, value: Value, space, inside: set[int]) -> l
     buffer directly. Returns [] when `value` is read as it is (broadcast to
     `space`), or None when even that is impossible.
     """
-    from rlx.passes.fuse_views import view_chain, view_of
+    from rlx.ir.views import view_chain, view_of
 
     def stop(v):
         return v.producer is None or v.kind != RESULT or id(v.producer) in inside

@@ -16,7 +16,7 @@ from rlx.backends.reference import run_graph
 from rlx.ir import GraphBuilder
 from rlx.ir.verifier import verify
 from rlx.passes import PassOptions, default_pipeline, run_passes
-from rlx.passes.fuse_views import StridedView
+from rlx.ir.views import StridedView
 
 
 def _data(graph, seed=0):

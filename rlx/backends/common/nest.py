@@ -17,7 +17,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from rlx.passes.fuse_views import StridedView
+from rlx.ir.views import StridedView
 
 
 @dataclass(frozen=True)

@@ -27,7 +27,7 @@ from rlx.backends.common.nest import LoopNest, build_nest
 from rlx.backends.common.scalar import Const, ScalarProgram, Sym, emit_node
 from rlx.ir.graph import Graph, Node, Value
 from rlx.ir.ops import get_op
-from rlx.passes.fuse_views import VIEW_OPS, StridedView, batched_view, gemm_operand_view, view_of
+from rlx.ir.views import VIEW_OPS, StridedView, batched_view, gemm_operand_view, view_of
 
 #: argument number meaning "the kernel's output buffer 0"
 OUT = -1
@@ -66,7 +66,7 @@ class GemmSpec:
     epilogue: ElementwiseSpec | None = None
     ops: list[str] = field(default_factory=list)
     kind: str = "gemm"
-    #: index maps of the operands over their kernel arguments (`fuse_views.gemm_operand_view`:
+    #: index maps of the operands over their kernel arguments (`rlx.ir.views.gemm_operand_view`:
     #: shape [*batch, R, C] with the first batch dim possibly split, unit stride along R or
     #: C), or None when the argument is the operand itself (contiguous)
     a_view: StridedView | None = None

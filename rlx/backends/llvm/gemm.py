@@ -35,7 +35,7 @@ from llvmlite import ir
 
 from rlx.backends.common.spec import GemmSpec
 from rlx.backends.common.threads import PARALLEL_MIN_WORK
-from rlx.passes.fuse_views import StridedView, blas_layout
+from rlx.ir.views import StridedView, blas_layout
 from rlx.backends.llvm import blas
 from rlx.backends.llvm import irutil as U
 from rlx.backends.llvm.elementwise import Operands, elementwise_function

@@ -6,6 +6,8 @@ a broadcast, a slice and most reshapes that map is affine: an element offset
 plus one stride per dimension (stride 0 for a broadcast dimension). Fusion
 uses this to absorb such ops into the consumer's indexing instead of copying
 whole tensors, and backends use the same description to generate the loads.
+It lives with the IR because both sides read it: a pass deciding what to fuse
+and a backend indexing a fused kernel's operands, neither importing the other.
 
 A reshape of a strided view is itself a strided view only when the dims it
 merges are laid out contiguously with respect to each other; the check is
