@@ -188,6 +188,12 @@ def _resize(b):
     return {}
 
 
+def _resize_bicubic(b):
+    x = b.input("x", (1, 2, 5, 7))
+    b.output(b.resize_bicubic(x, size=(9, 4)))
+    return {}
+
+
 def _layer_norm(b):
     x = b.input("x", (2, 9, 48))
     w = b.weight("w", (48,))
@@ -335,6 +341,7 @@ CASES = {
     "where": _where, "cast": _cast, "const": _const, "matmul": _matmul, "linear": _linear,
     "attention": _attention, "conv2d": _conv2d, "conv_transpose2d": _conv_transpose2d,
     "im2col": _im2col, "max_pool2d": _max_pool2d, "resize_bilinear": _resize,
+    "resize_bicubic": _resize_bicubic,
     "layer_norm": _layer_norm, "softmax": _softmax, "reduce_sum": _reduce("reduce_sum"),
     "reduce_mean": _reduce("reduce_mean"), "reduce_max": _reduce("reduce_max"),
     "reshape": _reshape, "transpose": _transpose, "pad": _pad, "slice": _slice,
@@ -346,6 +353,7 @@ CASES = {
 #: cases whose op the numba backend declines on purpose (the reference kernel runs it)
 DECLINED = {
     "resize_bilinear": "host-side op (SAM postprocess); no compiled kernel",
+    "resize_bicubic": "weight-only in practice (folded at bind time); no compiled kernel",
     "conv2d_grouped": "grouped convolution is not lowered; runs on the reference kernel",
     "conv_transpose2d_general": "only kernel == stride is lowered to a GEMM",
     "max_pool2d_overlap": "overlapping pooling is not lowered",

@@ -151,6 +151,32 @@ def test_resize_bilinear_in_float64_keeps_float64_precision():
     assert_close(got, want, rtol=1e-12, atol=1e-12)
 
 
+BICUBIC_CASES = [
+    ((1, 3, 7, 7), (64, 64)),    # Hiera's position table to the patch grid (7x7 -> S/4)
+    ((1, 2, 14, 14), (256, 256)),
+    ((1, 1, 6, 9), (3, 4)),      # down, non-integer factor: taps clamp at both edges
+    ((2, 3, 5, 7), (11, 3)),     # up in H, down in W
+    ((1, 1, 1, 1), (3, 2)),      # from a single pixel
+    ((1, 1, 5, 5), (5, 5)),      # identity size
+]
+
+
+@covers("resize_bicubic")
+@pytest.mark.parametrize("align_corners", [False, True])
+@pytest.mark.parametrize("xs,size", BICUBIC_CASES)
+def test_resize_bicubic_matches_interpolate(xs, size, align_corners):
+    # float64 on both sides: the two must agree to rounding, so any wrong tap weight,
+    # source index or edge clamp shows
+    x = rand(RNG, xs).astype(np.float64)
+    got = run_op("resize_bicubic", x, size=size, align_corners=align_corners)
+    want = F.interpolate(_t(x), size=size, mode="bicubic", align_corners=align_corners).numpy()
+    assert got.dtype == np.float64
+    assert_close(got, want, rtol=1e-12, atol=1e-12)
+    got32 = run_op("resize_bicubic", x.astype(np.float32), size=size, align_corners=align_corners)
+    assert got32.dtype == np.float32
+    assert_close(got32, want, rtol=1e-5, atol=1e-5)
+
+
 @covers("max_pool2d")
 @pytest.mark.parametrize("dtype", [np.int32, np.int64])
 def test_max_pool2d_pads_integers_with_their_minimum(dtype):

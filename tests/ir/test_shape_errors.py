@@ -95,6 +95,8 @@ BAD = [
     ("max_pool2d", lambda b: b.max_pool2d(b.input("x", (1, 4, 4)), kernel=2), S),
     ("resize_bilinear", lambda b: b.resize_bilinear(b.input("x", (1, 1, 4, 4)), size=(0, 3)), S),
     ("resize_bilinear", lambda b: b.resize_bilinear(b.input("x", (4, 4)), size=(2, 2)), S),
+    ("resize_bicubic", lambda b: b.resize_bicubic(b.input("x", (1, 1, 4, 4)), size=(3, 0)), S),
+    ("resize_bicubic", lambda b: b.resize_bicubic(b.input("x", (1, 1, 4, 4), "i32"), size=(2, 2)), S),
     ("layer_norm", lambda b: b.layer_norm(b.input("x", (2, 8)), b.weight("w", (4,))), S),
     ("layer_norm", lambda b: b.layer_norm(b.input("x", (2, 8)), axis=2), S),
     ("layer_norm", lambda b: b.layer_norm(b.input("x", (2, 8), "i32")), S),

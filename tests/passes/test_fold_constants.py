@@ -69,6 +69,18 @@ def test_broadcasts_that_would_blow_a_weight_up_are_not_folded():
     assert len(new.derived) == 1 and new.derived[0].output.shape == (2, 1024)
 
 
+def test_a_computed_table_folds_at_any_size():
+    # a bicubic resize of a small table (Hiera's position embedding) is computed, not
+    # replicated: folding it beats recomputing it per call, however large it is
+    b = GraphBuilder("resize")
+    x = b.input("x", (1, 96, 256, 256))
+    table = b.weight("pos", (1, 96, 7, 7))
+    b.output(b.add(x, b.resize_bicubic(table, size=(256, 256))))
+    new = check_pass("fold-constants", b.build(), exact=True)
+    assert new.op_counts() == {"add": 1}
+    assert len(new.derived) == 1 and new.derived[0].output.shape == (1, 96, 256, 256)
+
+
 def test_nothing_to_fold_is_a_no_op():
     b = GraphBuilder("none")
     b.output(b.relu(b.input("x", (2,))))

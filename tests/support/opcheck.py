@@ -159,6 +159,7 @@ SAMPLES: dict[str, Callable[[GraphBuilder], object]] = {
                                          padding=1),
     "resize_bilinear": lambda b: b.resize_bilinear(b.input("x", (1, 2, 5, 4)), size=(7, 3),
                                                    align_corners=True),
+    "resize_bicubic": lambda b: b.resize_bicubic(b.input("x", (1, 2, 5, 4)), size=(9, 3)),
     "layer_norm": lambda b: b.layer_norm(b.input("x", (1, 3, 4, 2)), b.weight("w", (3,)),
                                          None, axis=1, eps=1e-3),
     "softmax": lambda b: b.softmax(b.input("x", (2, 5, 3)), axis=-2),

@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from rlx.ir.ops.registry import Attr, define, fail, same_dtype
-from rlx.ir.types import TensorType
+from rlx.ir.types import FLOAT_DTYPES, TensorType
 
 
 def _pair(v):
@@ -299,3 +299,67 @@ define("resize_bilinear", ["x"], {"size": Attr("ints"), "align_corners": Attr("b
        normalize=_pairs("resize_bilinear", "size"),
        flops=lambda i, o, a: 4 * o[0].numel,
        doc="bilinear resize of the last two dims (PyTorch interpolate, no antialias)")
+
+
+#: the cubic convolution constant PyTorch (and OpenCV) use for bicubic resizing
+CUBIC_A = -0.75
+
+
+def bicubic_matrix(in_size: int, out_size: int, align_corners: bool) -> np.ndarray:
+    """[out, in] interpolation matrix with PyTorch's bicubic rule (A = -0.75).
+
+    Source index as torch's ``area_pixel_compute_source_index`` for cubic
+    modes (not clamped at 0); the four taps around it read clamped indices,
+    so border taps pile their weight on the edge pixel.
+    """
+    if align_corners:
+        scale = (in_size - 1) / (out_size - 1) if out_size > 1 else 0.0
+        src = np.arange(out_size) * scale
+    else:
+        src = (np.arange(out_size) + 0.5) * (in_size / out_size) - 0.5
+    base = np.floor(src)
+    t = src - base
+    a = CUBIC_A
+
+    def near(x):  # |x| <= 1
+        return ((a + 2) * x - (a + 3)) * x * x + 1
+
+    def far(x):  # 1 < |x| < 2
+        return ((a * x - 5 * a) * x + 8 * a) * x - 4 * a
+
+    taps = (far(t + 1), near(t), near(1 - t), far(2 - t))
+    m = np.zeros((out_size, in_size), dtype=np.float64)
+    rows = np.arange(out_size)
+    for k, w in enumerate(taps):
+        idx = np.clip(base.astype(np.int64) - 1 + k, 0, in_size - 1)
+        np.add.at(m, (rows, idx), w)
+    return m
+
+
+def _bicubic_ref(ins, attrs):
+    (x,) = ins
+    h, w = attrs["size"]
+    acc = np.promote_types(x.dtype, np.float32)
+    mh = bicubic_matrix(x.shape[2], h, attrs["align_corners"])
+    mw = bicubic_matrix(x.shape[3], w, attrs["align_corners"])
+    y = np.matmul(np.matmul(mh, x.astype(np.float64)), mw.T)
+    return [y.astype(acc).astype(x.dtype, copy=False)]
+
+
+def _bicubic_infer(ins, attrs):
+    (x,) = ins
+    _check4("resize_bicubic", x)
+    if x.dtype not in FLOAT_DTYPES:
+        fail("resize_bicubic", "expects a float tensor", x)
+    h, w = attrs["size"]
+    if h <= 0 or w <= 0:
+        fail("resize_bicubic", f"target size {attrs['size']} must be positive", x)
+    return [TensorType(x.shape[:2] + (h, w), x.dtype)]
+
+
+define("resize_bicubic", ["x"], {"size": Attr("ints"), "align_corners": Attr("bool", False)},
+       infer=_bicubic_infer, reference=_bicubic_ref, category="resize",
+       normalize=_pairs("resize_bicubic", "size"),
+       flops=lambda i, o, a: 8 * o[0].numel,
+       doc="bicubic resize of the last two dims (PyTorch interpolate, A=-0.75, no antialias); "
+           "typically weight-only (position tables) and folded at bind time")
