@@ -67,7 +67,7 @@ class KernelContext:
     """Per-compile settings a backend needs (derived from the compile profile)."""
 
     profile: object  # rlx.runtime.profile.CompileProfile (kept untyped: no upward import)
-    cache: object | None = None  # rlx.runtime.cache.KernelCache or None
+    cache: object | None = None  # rlx.backends.common.kernel_store.KernelCache or None
 
 
 class Backend(Protocol):

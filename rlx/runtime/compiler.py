@@ -148,8 +148,7 @@ def compile_graph(graph: Graph, profile: "CompileProfile | str | None" = None,
 def _open_cache(profile: CompileProfile):
     if not profile.cache or profile.backend == "reference":
         return None
-    try:
-        from rlx.runtime.cache import KernelCache
-    except ImportError:
-        return None
-    return KernelCache(profile.resolved_cache_dir(), device=profile.device)
+    from rlx.backends.common.kernel_store import KernelCache
+
+    return KernelCache(profile.resolved_cache_dir(), device=profile.device,
+                       max_mb=profile.cache_max_mb)

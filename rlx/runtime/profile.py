@@ -51,6 +51,9 @@ class CompileProfile:
     cache_dir: str | None = None
     #: use the on-disk kernel cache at all
     cache: bool = True
+    #: kernel cache size cap in MB; least recently used entries go beyond it
+    #: (None: $RLX_CACHE_MAX_MB or 2048; 0: no cap)
+    cache_max_mb: int | None = None
     #: where this profile came from (preset name or file), for reports
     source: str = field(default="", compare=False)
 
@@ -65,6 +68,8 @@ class CompileProfile:
             raise ProfileError(f"profile {self.name}: gemm must be 'blas' or 'native'")
         if self.attention not in ("blocked", "decomposed"):
             raise ProfileError(f"profile {self.name}: attention must be 'blocked' or 'decomposed'")
+        if self.cache_max_mb is not None and self.cache_max_mb < 0:
+            raise ProfileError(f"profile {self.name}: cache_max_mb must be >= 0 (0: no cap)")
         if self.threads < 0 or self.attention_block <= 0:
             raise ProfileError(f"profile {self.name}: threads >= 0 and attention_block > 0")
 

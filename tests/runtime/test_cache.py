@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from rlx.errors import CacheError
-from rlx.runtime.cache import MANIFEST, KernelCache
+from rlx.backends.common.kernel_store import MANIFEST, KernelCache
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -1,7 +1,7 @@
 """IR text -> machine code in this process, through the persistent object cache.
 
 A kernel module is compiled once per (IR text, target, LLVM version): the
-optimized object file is stored in a `rlx.runtime.cache` entry (``kernel.o``
+optimized object file is stored in a `rlx.backends.common.kernel_store` entry (``kernel.o``
 plus the IR as ``kernel.ll`` for inspection, both checksummed). Any later
 process with the same key links the object directly into an ORC JIT library:
 no parsing, no optimizer, no code generation. Equal IR within a process is

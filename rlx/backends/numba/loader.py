@@ -4,7 +4,7 @@ A kernel module is written as ``kernel.py`` into its cache entry and imported
 from there; its ``@njit(signature, cache=True)`` makes numba compile it at
 import time and store the machine code in ``__pycache__`` next to the source
 (numba writes those files atomically). The entry is then sealed with checksums
-(`rlx.runtime.cache`). A later process that finds a valid entry imports the
+(`rlx.backends.common.kernel_store`). A later process that finds a valid entry imports the
 same file and numba loads the code instead of compiling; numba's own hit
 counter tells us which happened, so `from_cache` is measured, not assumed.
 
@@ -57,7 +57,7 @@ def load(source: str, cache, key_extra: dict) -> Loaded:
     global _scratch
     with _lock:
         if cache is None:
-            from rlx.runtime.cache import KernelCache
+            from rlx.backends.common.kernel_store import KernelCache
 
             if _scratch is None:
                 _scratch = Path(tempfile.mkdtemp(prefix="rlx-numba-"))
