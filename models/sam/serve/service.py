@@ -1,0 +1,175 @@
+"""The model side of ``rlx serve``: encode an image, answer a prompt, keep clients apart.
+
+One `SegmentService` wraps one compiled `Sam`. What may run at the same time:
+
+* **Encoding** runs the compiled encoder, which (like every compiled plan)
+  runs one call at a time: encodes are serialised by ``_encoder_lock``.
+  Preprocessing (resize, normalise) happens before the lock.
+* **A click** never touches the encoder or its lock. It takes the lock of
+  its own image (`ImageEntry.lock`: one request at a time changes an image's
+  refine state) and runs the prompt decoder, which serialises its compiled
+  calls itself (`models.sam.prompt_graph.PromptDecoder`). So a click on an
+  encoded image does not wait for another image's encoder; the two share
+  the CPU.
+* The state a `SamPredictor` keeps for its one image (embedding, original
+  and input size) lives in each cache entry instead, and a click runs
+  `models.sam.predict.predict_from_embedding` on it -- the function
+  ``SamPredictor.predict`` itself runs -- so the masks are the predictor's
+  for the same prompt, whichever image the previous request was on.
+
+PNG encoding of the returned masks happens outside every lock, on a small
+thread pool (zlib releases the GIL).
+"""
+
+from __future__ import annotations
+
+import base64
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Dict, Iterable, Optional, Tuple
+
+import numpy as np
+
+from rlx.errors import InputError
+
+from ..image import load_image, preprocess
+from ..predict import predict_from_embedding
+from ..prompt_graph import decoder_for
+from .embeddings import EmbeddingCache, ImageEntry, new_image_id
+from .errors import ApiError
+from .limits import ServeLimits
+from .png import mask_png
+from .prompts import MaskRequest
+
+__all__ = ["SegmentService", "SYNTHETIC_NOTE"]
+
+SYNTHETIC_NOTE = ("no checkpoint given: the model runs on SYNTHETIC random weights, the masks "
+                  "are meaningless (start rlx serve with --checkpoint sam_vit_b_01ec64.pth)")
+
+
+class SegmentService:
+    def __init__(self, sam, limits: Optional[ServeLimits] = None, model_name: Optional[str] = None,
+                 png_threads: int = 2):
+        self.sam = sam
+        self.config = sam.config
+        self.limits = limits or ServeLimits()
+        self.model_name = model_name or sam.config.name
+        self.decoder = decoder_for(sam)
+        self.cache = EmbeddingCache(self.limits.cache_images, self.limits.cache_bytes)
+        c = self.config
+        one = 4 * c.prompt_embed_dim * c.image_embedding_size ** 2 + 4 * c.mask_input_size ** 2
+        if one > self.limits.cache_bytes:
+            raise InputError(f"the embedding cache ({self.limits.cache_bytes / 2**20:.1f} MB) "
+                             f"cannot hold one {self.model_name} image ({one / 2**20:.1f} MB); "
+                             "raise --cache-mb")
+        self._encoder_lock = threading.Lock()
+        self._png_pool = ThreadPoolExecutor(max_workers=max(1, png_threads),
+                                            thread_name_prefix="rlx-serve-png")
+
+    # ---- start-up -------------------------------------------------------------------------
+
+    def compile_buckets(self, buckets: Iterable[Tuple[int, bool]]) -> None:
+        """Compile prompt buckets now (sparse tokens, mask prompt) instead of on first click."""
+        for n, has_mask in buckets:
+            self.decoder.bucket(n, has_mask)
+
+    def warm_up(self) -> None:
+        """One prediction on a blank embedding, so the first real click does not pay for
+        loading the post-processing kernels (numba's on-disk cache) and first-call set-up."""
+        c = self.config
+        g = c.image_embedding_size
+        blank = np.zeros((1, c.prompt_embed_dim, g, g), dtype=np.float32)
+        blank.setflags(write=False)
+        predict_from_embedding(self.decoder, blank, (32, 48), np.array([[10.0, 10.0]]),
+                               np.array([1]), multimask_output=True)
+
+    def close(self) -> None:
+        self._png_pool.shutdown(wait=False)
+
+    # ---- requests ---------------------------------------------------------------------------
+
+    def health(self) -> dict:
+        p = self.sam.profile
+        return {
+            "status": "ok",
+            "model": self.model_name,
+            "profile": p.name,
+            "backend": p.backend,
+            "device": p.device,
+            "threads": p.threads,
+            "synthetic": bool(self.sam.synthetic),
+            "warning": SYNTHETIC_NOTE if self.sam.synthetic else None,
+            "image_size": self.config.image_size,
+            "cache": self.cache.stats(),
+            "limits": {"max_upload_bytes": self.limits.max_upload_bytes,
+                       "max_pixels": self.limits.max_pixels},
+        }
+
+    def add_image(self, image: np.ndarray) -> Tuple[ImageEntry, float]:
+        """Encode an HxWx3 uint8 RGB image and keep it: (entry, encode seconds)."""
+        c = self.config
+        array = load_image(image)
+        x, input_size, original_size = preprocess(array, c.image_size, c.pixel_mean, c.pixel_std)
+        t0 = time.perf_counter()
+        with self._encoder_lock:
+            features = self.sam.image_embedding(x)
+        seconds = time.perf_counter() - t0
+        # Read-only: the prompt graphs recognise an unchanged embedding by identity.
+        features.setflags(write=False)
+        entry = ImageEntry(id=new_image_id(), features=features, original_size=original_size,
+                           input_size=input_size, mask_size=c.mask_input_size)
+        self.cache.add(entry)
+        return entry, seconds
+
+    def entry(self, image_id: str) -> ImageEntry:
+        entry = self.cache.get(image_id)
+        if entry is None:
+            raise ApiError(404, f"unknown image id {image_id!r} (never uploaded, deleted, or "
+                                "evicted from the cache: upload it again)", "id")
+        return entry
+
+    def predict(self, entry: ImageEntry, request: MaskRequest):
+        """The `Prediction` for ``request`` on ``entry`` (updates its refine state)."""
+        with entry.lock:
+            mask_input = None
+            if request.refine:
+                if entry.last_logits is None:
+                    raise ApiError(422, "refine: there is no previous mask on this image to "
+                                        "refine (send refine: false first)", "refine")
+                mask_input = entry.last_logits
+            try:
+                pred = predict_from_embedding(
+                    self.decoder, entry.features, entry.original_size, request.coords(),
+                    request.labels(), request.box_array(), mask_input,
+                    multimask_output=request.multimask, input_size=entry.input_size)
+            except InputError as e:  # prompts.py checks first; this is the model's last word
+                raise ApiError(422, str(e)) from None
+            best = int(np.argmax(pred.iou_predictions))
+            entry.last_logits = np.array(pred.low_res_logits[best][None], copy=True)
+        return pred, best
+
+    def masks(self, entry: ImageEntry, request: MaskRequest) -> dict:
+        """The answer of ``POST /api/images/{id}/masks``."""
+        t0 = time.perf_counter()
+        pred, best = self.predict(entry, request)
+        t1 = time.perf_counter()
+        masks = pred.masks
+        if masks.shape[0] == 1:
+            pngs = [mask_png(masks[0])]
+        else:
+            pngs = list(self._png_pool.map(mask_png, list(masks)))
+        out = {
+            "masks": [{"png": base64.b64encode(png).decode("ascii"),
+                       "score": float(score), "area": int(np.count_nonzero(m))}
+                      for png, score, m in zip(pngs, pred.iou_predictions, masks)],
+            "best": best,
+            "decode_ms": round((t1 - t0) * 1e3, 3),
+            "png_ms": round((time.perf_counter() - t1) * 1e3, 3),
+        }
+        return out
+
+    def delete(self, image_id: str) -> None:
+        if not self.cache.remove(image_id):
+            raise ApiError(404, f"unknown image id {image_id!r}", "id")
+
