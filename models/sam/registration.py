@@ -51,3 +51,5 @@ def register() -> None:
     from .segment_cli import COMMAND
 
     register_command(COMMAND)
+    from .serve.cli import COMMAND as SERVE
+    register_command(SERVE)
