@@ -53,3 +53,6 @@ def register() -> None:
     register_command(COMMAND)
     from .serve.cli import COMMAND as SERVE
     register_command(SERVE)
+    from .annotate import COMMAND as ANNOTATE
+
+    register_command(ANNOTATE)

@@ -103,3 +103,16 @@ def test_killed_run_resumes_and_processes_every_item_exactly_once(tmp_path):
     # the finished items were not processed again (at most the one in flight at the kill)
     counts = {n: log.read_text().split().count(n) for n in names}
     assert sum(counts.values()) <= 9 and all(c >= 1 for c in counts.values())
+
+
+def test_ray_engine_without_the_extra_is_one_clear_message(monkeypatch, tmp_path):
+    import rlx.datasets.engines.ray as ray_engine
+
+    monkeypatch.setitem(sys.modules, "ray", None)  # `import ray` now raises ImportError
+    with pytest.raises(InputError) as e:
+        ray_engine.import_ray()
+    assert "--engine ray needs Ray Data" in str(e.value)
+    assert "pip install -e '.[ray]'" in str(e.value)
+    items = make_files(tmp_path / "src", {"a.txt": "a"})
+    with pytest.raises(InputError, match="pip install"):
+        run_job(items, factory(), WorkDir(tmp_path / "w"), {}, engine="ray")

@@ -19,6 +19,7 @@ Ray is optional (the ``[ray]`` extra) and imported only here, on use.
 from __future__ import annotations
 
 import json
+import logging
 from typing import Any, Callable, Dict, Iterable, Iterator, Optional
 
 from rlx.errors import InputError, RlxError
@@ -73,7 +74,7 @@ def run(items: Iterable[Item], factory: Callable[[], Callable[[Item], Dict[str, 
     if not ray.is_initialized():
         try:
             ray.init(address=ray_address, include_dashboard=False, log_to_driver=False,
-                     configure_logging=False)
+                     logging_level=logging.WARNING)
         except ConnectionError as e:
             raise InputError(f"cannot join the Ray cluster at {ray_address}: {e}") from None
         started = True
@@ -84,10 +85,15 @@ def run(items: Iterable[Item], factory: Callable[[], Callable[[Item], Dict[str, 
                              f"cluster has ({cpus})")
         ctx = ray.data.DataContext.get_current()
         ctx.enable_progress_bars = False  # we draw our own
+        logging.getLogger("ray.data").setLevel(logging.WARNING)  # no per-run INFO lines
         rows = [{"item": json.dumps(it.to_dict())} for it in items]
-        ds = ray.data.from_items(rows, override_num_blocks=len(rows))
+        try:
+            ds = ray.data.from_items(rows, override_num_blocks=len(rows))
+        except TypeError:  # Ray < 2.10 calls it parallelism
+            ds = ray.data.from_items(rows, parallelism=len(rows))
         out = ds.map_batches(_Actor, fn_constructor_args=(factory,), batch_size=1,
-                             batch_format="numpy", concurrency=workers, num_cpus=threads)
+                             batch_format="numpy", num_cpus=threads,
+                             compute=ray.data.ActorPoolStrategy(size=workers))
         for row in out.iter_rows():
             yield json.loads(row["outcome"])
     except RlxError:
