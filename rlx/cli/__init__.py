@@ -18,6 +18,7 @@ BUILTIN = [
     ("rlx.cli.list_cmd", "list", "list registered models, passes and presets"),
     ("rlx.cli.compile", "compile", "compile every subgraph of a model and report kernels, time, cache"),
     ("rlx.cli.bench", "bench", "time compiled subgraphs (min/median, GFLOP/s, peak memory)"),
+    ("rlx.cli.cache", "cache", "the kernel cache: where, how big, entries per backend (info); empty it (clear)"),
 ]
 
 

@@ -1,9 +1,11 @@
 """The persistent kernel cache: reuse across processes, damage detection, concurrency.
 
 Cross-process behaviour is measured in real subprocesses that compile
-example-convnet with the numba backend into one cache directory and report
-`CompileReport.from_cache` / `cached_kernels` (counted from numba's own cache
-hit statistics) plus the max difference to the reference interpreter.
+example-convnet with the numba (or llvm) backend into one cache directory and
+report `CompileReport.from_cache` / `cached_kernels` (numba: counted from
+numba's own cache hit statistics) plus the max difference to the reference
+interpreter. A child can be told to kill itself (SIGKILL) halfway through
+writing its Nth kernel file, the way a crash or a killed job would stop it.
 """
 
 from __future__ import annotations
@@ -22,8 +24,28 @@ from rlx.backends.common.kernel_store import MANIFEST, KernelCache
 ROOT = Path(__file__).resolve().parents[2]
 
 CHILD = r"""
-import json, sys
+import json, os, signal, sys
+from pathlib import Path
 import numpy as np
+import rlx.utils.fs as fs
+
+KILL_AT = int(os.environ.get("RLX_TEST_KILL_AT", "0"))
+writes = []
+_write_bytes, _write_text = fs.atomic_write_bytes, fs.atomic_write_text
+
+def killing(real):
+    def write(path, data):
+        if Path(path).name in ("kernel.o", "kernel.py"):
+            writes.append(path)
+            if len(writes) == KILL_AT:  # half the file is in the temp file, then we die
+                with fs.atomic_write(path, "wb" if isinstance(data, bytes) else "w") as f:
+                    f.write(data[:len(data) // 2])
+                    f.flush()
+                    os.kill(os.getpid(), signal.SIGKILL)
+        return real(path, data)
+    return write
+
+fs.atomic_write_bytes, fs.atomic_write_text = killing(_write_bytes), killing(_write_text)
 from rlx.zoo import get_model
 from rlx.runtime import compile_graph
 from rlx.runtime.profile import PRESETS
@@ -32,7 +54,7 @@ spec = get_model("example-convnet")
 g = spec.build()
 w = spec.synthetic_weights(0)
 x = spec.inputs_for("classifier", 0)
-cg = compile_graph(g, PRESETS["numba"].replace(threads=1), weights=w)
+cg = compile_graph(g, PRESETS[sys.argv[1]].replace(threads=1), weights=w)
 got = cg(*x)[0]
 ref = run_graph(g, x, w)[0]
 r = cg.report
@@ -42,9 +64,9 @@ print(json.dumps({"from_cache": r.from_cache, "cached": r.cached_kernels,
 """
 
 
-def compile_in_subprocess(cache_dir: Path, wait=True):
-    env = dict(os.environ, RLX_CACHE_DIR=str(cache_dir))
-    proc = subprocess.Popen([sys.executable, "-c", CHILD], cwd=ROOT, env=env,
+def compile_in_subprocess(cache_dir: Path, wait=True, backend="numba", **env_extra):
+    env = dict(os.environ, RLX_CACHE_DIR=str(cache_dir), **env_extra)
+    proc = subprocess.Popen([sys.executable, "-c", CHILD, backend], cwd=ROOT, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     if not wait:
         return proc
@@ -57,8 +79,8 @@ def _result(proc):
     return json.loads(out.strip().splitlines()[-1])
 
 
-def entries(cache_dir: Path) -> list[Path]:
-    return sorted(p.parent for p in (cache_dir / "numba").rglob(MANIFEST))
+def entries(cache_dir: Path, backend="numba") -> list[Path]:
+    return sorted(p.parent for p in (cache_dir / backend).rglob(MANIFEST))
 
 
 @pytest.fixture(scope="module")
@@ -104,17 +126,58 @@ def test_corrupted_entries_are_rebuilt_not_trusted(warm_cache, tmp_path):
     assert fourth["from_cache"] is True and fourth["max_diff"] < 1e-5
 
 
-def test_concurrent_processes_share_one_cache(tmp_path):
+@pytest.mark.parametrize("backend", ["numba", "llvm"])
+def test_concurrent_processes_share_one_cache(tmp_path, backend):
     d = tmp_path / "shared"
-    procs = [compile_in_subprocess(d, wait=False) for _ in range(2)]
+    procs = [compile_in_subprocess(d, wait=False, backend=backend) for _ in range(2)]
     results = [_result(p) for p in procs]
     for r in results:
         assert r["max_diff"] < 1e-5
     # The entries are complete and consistent afterwards, and a third process reuses them.
-    for e in entries(d):
-        assert KernelCache(d).entry("numba", e.name).valid()
-    third = compile_in_subprocess(d)
+    found = entries(d, backend)
+    assert len(found) == results[0]["generated"]
+    for e in found:
+        assert KernelCache(d).entry(backend, e.name).valid()
+    third = compile_in_subprocess(d, backend=backend)
     assert third["from_cache"] is True and third["max_diff"] < 1e-5
+
+
+@pytest.mark.parametrize("backend", ["numba", "llvm"])
+def test_a_process_killed_while_writing_a_kernel(tmp_path, backend):
+    d = tmp_path / "killed"
+    proc = compile_in_subprocess(d, wait=False, backend=backend, RLX_TEST_KILL_AT="3")
+    proc.communicate(timeout=600)
+    assert proc.returncode == -9
+    # two entries were complete, the third has half a file in a temp file and no manifest
+    assert len(entries(d, backend)) == 2
+    leftovers = list(d.rglob(".kernel.*.tmp"))
+    assert len(leftovers) == 1 and leftovers[0].stat().st_size > 0
+    after = compile_in_subprocess(d, backend=backend)
+    assert after["max_diff"] < 1e-5  # the damaged entry was rebuilt, never loaded
+    assert after["cached"] == 2 and after["generated"] > 2
+    assert not list(d.rglob("*.tmp"))  # the leftover went with the rebuilt entry
+    found = entries(d, backend)
+    assert len(found) == after["generated"]
+    assert all(KernelCache(d).entry(backend, e.name).valid() for e in found)
+
+
+def test_the_size_cap_evicts_old_entries_across_processes(tmp_path):
+    """A 1 MB cap (RLX_CACHE_MAX_MB) over a store that holds 2 MB of old entries: the
+    compiling process deletes the old ones and keeps its own kernels."""
+    d = tmp_path / "capped"
+    store = KernelCache(d, max_mb=0)
+    old = []
+    for i in range(4):
+        entry, _ = store.get_or_build("llvm", store.key(f"old {i}"),
+                                      lambda p: (p / "kernel.o").write_bytes(b"o" * 500_000))
+        os.utime(entry.path / MANIFEST, (1e9 + i, 1e9 + i))
+        old.append(entry.path)
+    first = compile_in_subprocess(d, backend="llvm", RLX_CACHE_MAX_MB="1")
+    assert first["max_diff"] < 1e-5 and first["cached"] == 0
+    assert not any(p.exists() for p in old[:3])  # the least recently used went first
+    assert KernelCache(d, max_mb=1).usage() <= 1 << 20
+    second = compile_in_subprocess(d, backend="llvm", RLX_CACHE_MAX_MB="1")
+    assert second["from_cache"] is True and second["cached"] == second["generated"]
 
 
 def test_get_or_build_seals_and_detects_damage(tmp_path):
