@@ -10,6 +10,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from rlx.errors import InputError
+from rlx.ir import GraphBuilder, print_graph
 from tests.support import torchvision_shim
 from tests.support.opcheck import covers, op_graph, rand, run_op
 
@@ -131,21 +133,38 @@ def test_windows_match_official_functions(b, h, w, c, ws):
 @covers("gather")
 @pytest.mark.parametrize("table,idx,axis", [((5, 3), (2, 4), 0), ((3, 6, 2), (7,), 1),
                                             ((4,), (), 0), ((4, 2), (0,), 0),
-                                            ((27, 8), (14, 14), 0)])
+                                            ((27, 8), (14, 14), 0), ((3, 6, 2), (), 1),
+                                            ((3, 6, 2), (2, 3), -1), ((5, 3), (4,), -2)])
 @pytest.mark.parametrize("idt", [np.int32, np.int64])
-def test_gather_matches_torch_index_select(table, idx, axis, idt):
+@pytest.mark.parametrize("negative", [False, True], ids=["from-start", "from-end"])
+def test_gather_matches_torch_index_select(table, idx, axis, idt, negative):
     t = rand(RNG, table)
-    i = RNG.integers(0, table[axis], idx).astype(idt)
-    got = run_op("gather", t, i, axis=axis)
-    flat = torch.index_select(torch.from_numpy(t), axis, torch.from_numpy(i.reshape(-1)).long())
-    want = flat.reshape(table[:axis] + idx + table[axis + 1:]).numpy()
+    n = table[axis]
+    i = RNG.integers(0, n, idx).astype(idt)
+    # from-end: the same rows named by negative indices (-n .. -1), as numpy and torch allow
+    named = np.asarray(i - n if negative else i, dtype=idt)  # stays an array when rank 0
+    got = run_op("gather", t, named, axis=axis)
+    ax = axis % len(table)
+    flat = torch.index_select(torch.from_numpy(t), ax, torch.from_numpy(i.reshape(-1)).long())
+    want = flat.reshape(table[:ax] + idx + table[ax + 1:]).numpy()
     np.testing.assert_array_equal(got, want)
+    np.testing.assert_array_equal(got, np.take(t, named, axis=axis))
 
 
 @covers("gather")
-def test_gather_out_of_range_index_is_an_error():
-    with pytest.raises(IndexError, match="out of range"):
-        run_op("gather", rand(RNG, (3, 2)), np.array([0, 3], np.int64))
+@pytest.mark.parametrize("bad", [3, -4, 100])
+def test_gather_out_of_range_index_is_an_error(bad):
+    with pytest.raises(InputError, match=rf"gather: index {bad} out of range for axis 0 of "
+                                         r"extent 3 \(valid: -3 \.\. 2"):
+        run_op("gather", rand(RNG, (3, 2)), np.array([0, bad, -3], np.int64))
+
+
+def test_gather_axis_is_stored_non_negative():
+    b = GraphBuilder("g")
+    out = b.gather(b.input("t", (3, 6, 2)), b.input("i", (4,), "i64"), axis=-2)
+    assert out.producer.attrs == {"axis": 1} and out.shape == (3, 4, 2)
+    b.output(out)
+    assert "axis=1" in print_graph(b.build())
 
 
 @covers("arange")

@@ -13,6 +13,7 @@ from __future__ import annotations
 import numpy as np
 
 from rlx.backends.common.spec import HostSpec
+from rlx.ir.ops.gather import gather_into
 
 
 def run_host(spec: HostSpec, inputs, outputs, nthreads: int = 1) -> None:
@@ -23,9 +24,8 @@ def run_host(spec: HostSpec, inputs, outputs, nthreads: int = 1) -> None:
         _pad(inputs[0], out, at["pads"], at["value"], nthreads)
     elif op == "concat":
         np.concatenate(inputs, axis=at["axis"], out=out)
-    elif op == "gather":
-        table, idx = inputs
-        np.copyto(out, np.take(table, idx, axis=at["axis"]))
+    elif op == "gather":  # the op's own kernel: same index rules as the reference
+        gather_into(inputs[0], inputs[1], at["axis"], out)
     elif op == "im2col":
         _im2col(inputs[0], out, at["kernel"], at["stride"], at["padding"], at["dilation"])
     elif op in ("reduce_sum", "reduce_mean"):

@@ -32,11 +32,21 @@ class Attr:
     doc: str = ""
 
     def canonical(self, op: str, name: str, value):
+        """`value` in canonical form, or an `AttributeSchemaError` naming op and attribute.
+
+        Integer kinds take Python or numpy integers only: a float, even a whole one
+        (``axis=1.0``), is an error rather than silently truncated or converted,
+        and so is a bool.
+        """
         if value is None and self.kind in ("optional_float", "optional_ints", "any"):
             return None
+        if _float_where_int(self.kind, value):
+            raise AttributeSchemaError(
+                f"{op}: attribute {name}={value!r} must be "
+                f"{'an integer' if self.kind == 'int' else 'integers'}, got a float")
         try:
             if self.kind == "int":
-                if isinstance(value, bool) or int(value) != value:
+                if not _is_int(value):
                     raise TypeError
                 value = int(value)
             elif self.kind in ("float", "optional_float"):
@@ -51,9 +61,9 @@ class Attr:
                 if not isinstance(value, str):
                     raise TypeError
             elif self.kind in ("ints", "optional_ints"):
-                if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
+                if _is_int(value):
                     value = (int(value),)  # a scalar where a list is expected: ops expand it
-                if any(isinstance(v, bool) or int(v) != v for v in value):
+                if isinstance(value, (str, bytes)) or not all(_is_int(v) for v in value):
                     raise TypeError
                 value = tuple(int(v) for v in value)
             elif self.kind == "floats":
@@ -69,6 +79,24 @@ class Attr:
                 f"{op}: attribute {name}={value!r} must be one of {list(self.choices)}"
             )
         return value
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_))
+
+
+def _floaty(v) -> bool:
+    return isinstance(v, (float, np.floating))
+
+
+def _float_where_int(kind: str, value) -> bool:
+    """True when an integer kind is given a float, alone or inside a sequence."""
+    if kind == "int":
+        return _floaty(value)
+    if kind in ("ints", "optional_ints"):
+        items = value if isinstance(value, (list, tuple, np.ndarray)) else [value]
+        return any(_floaty(v) for v in np.asarray(items, dtype=object).ravel())
+    return False
 
 
 def _freeze(value):

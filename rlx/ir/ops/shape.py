@@ -1,4 +1,6 @@
-"""Data movement: reshape, transpose, pad, slice, concat, broadcast, windows, gather.
+"""Data movement: reshape, transpose, pad, slice, concat, broadcast, windows, arange.
+
+(`gather` has its own module, `rlx.ir.ops.gather`.)
 
 These ops compute nothing; passes try to fold them into the indexing of their
 consumers. Attributes are stored in canonical full-rank form (reshape has no
@@ -237,29 +239,6 @@ define("window_unpartition", ["x"],
                                                               a["width"])],
        category="movement", flops=lambda i, o, a: 0,
        doc="inverse of window_partition, dropping the padding: -> [B, height, width, C]")
-
-
-def _gather_infer(ins, attrs):
-    table, idx = ins
-    if idx.dtype not in ("i32", "i64"):
-        fail("gather", f"indices must be integers, got {idx.dtype}", table, idx)
-    ax = attrs["axis"]
-    if not 0 <= ax < table.rank:
-        fail("gather", f"axis {ax} out of range", table)
-    return [table.with_shape(table.shape[:ax] + idx.shape + table.shape[ax + 1:])]
-
-
-def _gather_ref(ins, attrs):
-    table, idx = ins
-    ax = attrs["axis"]
-    if idx.size and (idx.min() < -table.shape[ax] or idx.max() >= table.shape[ax]):
-        raise IndexError(f"gather index out of range [0, {table.shape[ax]})")
-    return [np.take(table, idx, axis=ax)]
-
-
-define("gather", ["table", "indices"], {"axis": Attr("int", 0)}, infer=_gather_infer,
-       reference=_gather_ref, category="movement", flops=lambda i, o, a: 0,
-       doc="embedding lookup: take slices of table along axis at integer indices")
 
 
 def _arange_infer(ins, attrs):
