@@ -302,8 +302,9 @@ def _attention_static_keys(b: GraphBuilder, c: SamConfig, prefix: str, q: Value,
     hd = internal // heads
     bsz, t, n = q.shape[0], q.shape[1], k.shape[1]
     scale = 1.0 / math.sqrt(hd)
+    # the static side may have a batch of one shared by B prompts (segment-everything)
     kh_t = b.transpose(b.reshape(_linear(b, k, f"{prefix}.k_proj", d, internal),
-                                 shape=(bsz, n, heads, hd)), perm=(0, 2, 3, 1))  # [B,H,hd,N]
+                                 shape=(k.shape[0], n, heads, hd)), perm=(0, 2, 3, 1))
     vh = _split_heads(b, _linear(b, v, f"{prefix}.v_proj", d, internal), heads)  # [B,H,N,hd]
     qh = _split_heads(b, b.mul(_linear(b, q, f"{prefix}.q_proj", d, internal), scale), heads)
     p = b.softmax(b.matmul(qh, kh_t), axis=3)  # [B, H, T, N]
@@ -325,10 +326,11 @@ def _attention_static_queries(b: GraphBuilder, c: SamConfig, prefix: str, q: Val
     """
     d, heads = c.prompt_embed_dim, c.decoder_num_heads
     hd = internal // heads
-    bsz, n, t = q.shape[0], q.shape[1], k.shape[1]
+    bsz, n, t = max(q.shape[0], k.shape[0]), q.shape[1], k.shape[1]
     scale = 1.0 / math.sqrt(hd)
+    # the static side may have a batch of one shared by B prompts (segment-everything)
     qh_t = b.transpose(b.reshape(_linear(b, q, f"{prefix}.q_proj", d, internal),
-                                 shape=(bsz, n, heads, hd)), perm=(0, 2, 3, 1))  # [B,H,hd,N]
+                                 shape=(q.shape[0], n, heads, hd)), perm=(0, 2, 3, 1))
     kh = _split_heads(b, b.mul(_linear(b, k, f"{prefix}.k_proj", d, internal), scale), heads)
     vh = _split_heads(b, _linear(b, v, f"{prefix}.v_proj", d, internal), heads)
     p = b.softmax(b.matmul(kh, qh_t), axis=2)  # [B, H, T, N]

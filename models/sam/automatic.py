@@ -1,0 +1,521 @@
+"""``SamAutomaticMaskGenerator``: segment everything in an image, fast on the CPU.
+
+    from models.sam import SamAutomaticMaskGenerator, sam_model_registry
+    sam = sam_model_registry["vit_b"](checkpoint="sam_vit_b_01ec64.pth")
+    masks = SamAutomaticMaskGenerator(sam).generate(image)  # list of dicts
+
+Same constructor, same output records and the same filtering as Meta's
+generator (``segment_anything.SamAutomaticMaskGenerator``): a grid of
+single-click prompts per crop, every multimask output kept if its predicted
+IoU is above ``pred_iou_thresh`` and its stability score at least
+``stability_score_thresh``, masks touching a crop edge dropped, box NMS per
+crop and between crops, optional small-region cleanup. Where the time goes
+differs:
+
+1. **The image side is shared.** Prompts go through one compiled graph per
+   batch size (`automatic_graph`, `rlx.runtime.buckets`) that takes the
+   embedding once; the image-only work of the decoder runs once per image,
+   not once per prompt (Meta repeats the embedding for every prompt).
+2. **Nothing is upscaled to be thrown away.** The decoder returns 256 x 256
+   logits. The IoU filter needs only the scores; the stability score, area
+   and box of the IoU survivors are counted by a kernel that evaluates the
+   upscaled logits a row at a time and never stores them
+   (`automatic_kernels`). Masks are upscaled to the image only for the final
+   survivors of both NMS rounds, in the output format asked for.
+3. **Crops encode each crop once** (the whole image is crop 0).
+
+The numbers are those of the official generator up to float32 rounding:
+predicted IoU and stability score of matching masks agree to ~1e-6 (the
+upscaled logits are the same four-tap sums as `postprocess`).
+
+Reusing an embedding: `generate_from_predictor(predictor)` (or
+``generate(image, predictor=predictor)``) takes a `SamPredictor` whose
+``set_image`` (or `set_image_embedding`) already ran and decodes against that
+embedding: the whole-image encoder pass is skipped. With ``crop_n_layers >=
+1`` the crops still need the image's pixels (pass ``image=``).
+
+The decoder graph runs at most `MAX_BATCH` prompts at a time whatever
+``points_per_batch`` says: results do not depend on the batch, and larger
+batches only cost memory (each prompt carries ~20 MB of activations).
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+from weakref import WeakKeyDictionary
+
+import numpy as np
+
+from rlx.errors import InputError
+from rlx.runtime.buckets import BatchBuckets
+from rlx.utils.nms import box_area, box_nms
+
+from . import prompt_encoding
+from .automatic_graph import SPARSE_INPUT, build_points_to_masks
+from .automatic_kernels import mask_stats
+from .automatic_utils import (
+    build_all_layer_point_grids,
+    box_near_crop_edge,
+    coco_rle,
+    generate_crop_boxes,
+    mask_to_box,
+    mask_to_rle,
+    remove_small_regions,
+    require_scipy,
+)
+from .postprocess import postprocess_binary
+from .prompt_graph import IMAGE_INPUT
+from .transforms import apply_coords
+
+__all__ = ["SamAutomaticMaskGenerator", "OUTPUT_MODES", "MAX_BATCH"]
+
+OUTPUT_MODES = ("binary_mask", "uncompressed_rle", "coco_rle")
+#: prompts per compiled decoder call (see the module docstring)
+MAX_BATCH = 16
+#: masks upscaled to the image at a time when encoding RLEs (bounds memory)
+_UPSCALE_CHUNK = 16
+
+
+# ---- parameter checks ---------------------------------------------------------------------
+
+
+def _int_param(name: str, value, lo: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise InputError(f"{name} must be an integer, got {value!r}")
+    if value < lo:
+        raise InputError(f"{name} must be at least {lo}, got {value}")
+    return int(value)
+
+
+def _float_param(name: str, value, lo: float, hi: float, hi_open: bool = False) -> float:
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        raise InputError(f"{name} must be a number, got {value!r}") from None
+    if not np.isfinite(v) or v < lo or v > hi or (hi_open and v == hi):
+        raise InputError(f"{name} must be in [{lo:g}, {hi:g}{')' if hi_open else ']'}, "
+                         f"got {value!r}")
+    return v
+
+
+def _grids(points_per_side, point_grids, crop_n_layers: int, factor: int) -> List[np.ndarray]:
+    if (points_per_side is None) == (point_grids is None):
+        raise InputError("give exactly one of points_per_side and point_grids "
+                         f"(got {'both' if points_per_side is not None else 'neither'})")
+    if points_per_side is not None:
+        n = _int_param("points_per_side", points_per_side, 1)
+        smallest = int(n / factor ** crop_n_layers)
+        if smallest < 1:
+            raise InputError(f"points_per_side={n} leaves no points in crop layer "
+                             f"{crop_n_layers} (downscaled by {factor}^{crop_n_layers})")
+        return build_all_layer_point_grids(n, crop_n_layers, factor)
+    grids = list(point_grids)
+    if len(grids) < crop_n_layers + 1:
+        raise InputError(f"point_grids must hold one grid per crop layer: "
+                         f"{crop_n_layers + 1} needed, got {len(grids)}")
+    out = []
+    for i, g in enumerate(grids):
+        a = np.asarray(g, dtype=np.float64)
+        if a.ndim != 2 or a.shape[1] != 2 or a.shape[0] == 0:
+            raise InputError(f"point_grids[{i}] must be an [N, 2] array of (x, y) in [0, 1], "
+                             f"got shape {list(a.shape)}")
+        if not np.all(np.isfinite(a)) or a.min() < 0 or a.max() > 1:
+            raise InputError(f"point_grids[{i}] must hold (x, y) values in [0, 1]")
+        out.append(a)
+    return out
+
+
+# ---- per-crop candidates -------------------------------------------------------------------
+
+
+@dataclass
+class _Crop:
+    """Candidate masks of one crop (crop frame until `uncrop`)."""
+
+    box: List[int]            # XYXY in the image
+    input_size: Tuple[int, int]
+    size: Tuple[int, int]     # (h, w) of the crop
+    low: List[np.ndarray] = field(default_factory=list)     # [k, 4g, 4g] per batch
+    iou: List[np.ndarray] = field(default_factory=list)
+    stability: List[np.ndarray] = field(default_factory=list)
+    points: List[np.ndarray] = field(default_factory=list)  # crop-frame (x, y)
+    boxes: List[np.ndarray] = field(default_factory=list)   # crop-frame XYXY
+
+
+class _Progress:
+    """``batches done/total, masks kept`` on one redrawn stderr line; silent off a terminal."""
+
+    def __init__(self, total: int, enabled: Optional[bool]):
+        stream = sys.stderr
+        if enabled is None:
+            enabled = bool(getattr(stream, "isatty", None) and stream.isatty())
+        self.enabled, self.stream, self.total = enabled, stream, total
+        self.done, self.kept, self._last = 0, 0, 0.0
+
+    def step(self, kept: int) -> None:
+        self.done += 1
+        self.kept += kept
+        if not self.enabled:
+            return
+        now = time.perf_counter()
+        if now - self._last < 0.1 and self.done < self.total:
+            return
+        self._last = now
+        width = 24
+        filled = width * self.done // max(self.total, 1)
+        self.stream.write(f"\rsegment everything [{'#' * filled}{'.' * (width - filled)}] "
+                          f"{self.done}/{self.total} batches, {self.kept} masks kept")
+        self.stream.flush()
+
+    def close(self) -> None:
+        if self.enabled:
+            self.stream.write("\n")
+            self.stream.flush()
+
+
+_BUCKETS: "WeakKeyDictionary[object, BatchBuckets]" = WeakKeyDictionary()
+_BUCKETS_LOCK = threading.Lock()
+
+
+def points_to_masks_for(sam) -> BatchBuckets:
+    """The batched decoder graphs of a `Sam` (compiled per batch size on first use)."""
+    with _BUCKETS_LOCK:
+        buckets = _BUCKETS.get(sam)
+        if buckets is None:
+            config = sam.config
+            buckets = BatchBuckets(lambda n: build_points_to_masks(config, n), MAX_BATCH,
+                                   sam.profile, sam.weights, batched=[SPARSE_INPUT],
+                                   slow=[IMAGE_INPUT])
+            _BUCKETS[sam] = buckets
+        return buckets
+
+
+class SamAutomaticMaskGenerator:
+    """Masks for everything in an image (Meta's constructor; see the module docstring).
+
+    Arguments as in ``segment_anything``: ``points_per_side`` (or explicit
+    ``point_grids``, normalised to [0, 1], one per crop layer),
+    ``points_per_batch``, ``pred_iou_thresh``, ``stability_score_thresh``,
+    ``stability_score_offset``, ``box_nms_thresh``, ``crop_n_layers``,
+    ``crop_nms_thresh``, ``crop_overlap_ratio``,
+    ``crop_n_points_downscale_factor``, ``min_mask_region_area`` (needs
+    scipy: ``pip install 'rlx[everything]'``), ``output_mode``
+    (``binary_mask``, ``uncompressed_rle`` or ``coco_rle``). Every parameter
+    is checked here; a bad one raises `InputError` before any work.
+    ``progress``: a progress line on stderr (None: only on a terminal).
+    """
+
+    def __init__(
+        self,
+        model,
+        points_per_side: Optional[int] = 32,
+        points_per_batch: int = 64,
+        pred_iou_thresh: float = 0.88,
+        stability_score_thresh: float = 0.95,
+        stability_score_offset: float = 1.0,
+        box_nms_thresh: float = 0.7,
+        crop_n_layers: int = 0,
+        crop_nms_thresh: float = 0.7,
+        crop_overlap_ratio: float = 512 / 1500,
+        crop_n_points_downscale_factor: int = 1,
+        point_grids: Optional[List[np.ndarray]] = None,
+        min_mask_region_area: int = 0,
+        output_mode: str = "binary_mask",
+        progress: Optional[bool] = None,
+    ) -> None:
+        from .model import Sam, SamPredictor
+
+        if not isinstance(model, Sam):
+            raise InputError(f"SamAutomaticMaskGenerator needs a Sam model (from "
+                             f"sam_model_registry), got {type(model).__name__}")
+        if output_mode not in OUTPUT_MODES:
+            raise InputError(f"unknown output_mode {output_mode!r}; choose from "
+                             f"{', '.join(OUTPUT_MODES)}")
+        self.crop_n_layers = _int_param("crop_n_layers", crop_n_layers, 0)
+        self.crop_n_points_downscale_factor = _int_param(
+            "crop_n_points_downscale_factor", crop_n_points_downscale_factor, 1)
+        self.point_grids = _grids(points_per_side, point_grids, self.crop_n_layers,
+                                  self.crop_n_points_downscale_factor)
+        self.points_per_batch = _int_param("points_per_batch", points_per_batch, 1)
+        self.pred_iou_thresh = _float_param("pred_iou_thresh", pred_iou_thresh, 0.0, 1.0)
+        self.stability_score_thresh = _float_param("stability_score_thresh",
+                                                   stability_score_thresh, 0.0, 1.0)
+        self.stability_score_offset = _float_param("stability_score_offset",
+                                                   stability_score_offset, 0.0, float("inf"),
+                                                   hi_open=True)
+        self.box_nms_thresh = _float_param("box_nms_thresh", box_nms_thresh, 0.0, 1.0)
+        self.crop_nms_thresh = _float_param("crop_nms_thresh", crop_nms_thresh, 0.0, 1.0)
+        self.crop_overlap_ratio = _float_param("crop_overlap_ratio", crop_overlap_ratio, 0.0,
+                                               1.0, hi_open=True)
+        area = _float_param("min_mask_region_area", min_mask_region_area, 0.0, float("inf"),
+                            hi_open=True)
+        self.min_mask_region_area = int(area) if float(area).is_integer() else area
+        if self.min_mask_region_area > 0:
+            require_scipy()
+        if output_mode == "coco_rle":
+            try:
+                from pycocotools import mask as _  # noqa: F401
+            except ImportError:
+                raise InputError("output_mode='coco_rle' needs pycocotools "
+                                 "(pip install pycocotools)") from None
+        self.output_mode = output_mode
+        self.progress = progress
+        self.model = model
+        self.predictor = SamPredictor(model)
+        #: seconds per step of the last generate() (encoder, decoder, stats, ...)
+        self.timings: Dict[str, float] = {}
+
+    # ---- public entry points -------------------------------------------------------------
+
+    def generate(self, image, predictor=None) -> List[Dict[str, Any]]:
+        """Mask records for ``image`` (HxWx3 uint8 RGB array, or a path), like Meta's.
+
+        Each record: ``segmentation`` (bool HxW, or an RLE dict for the RLE
+        modes), ``area``, ``bbox`` (XYWH), ``predicted_iou``,
+        ``point_coords``, ``stability_score``, ``crop_box`` (XYWH).
+        ``predictor``: a `SamPredictor` of the same model whose current
+        embedding is of ``image`` (its ``set_image`` already ran): the
+        whole-image encoder pass is skipped (crops are still encoded).
+        """
+        from .image import load_image
+
+        array = load_image(image)
+        if predictor is not None:
+            self._check_predictor(predictor, array.shape[:2])
+        return self._generate(array, array.shape[:2], predictor)
+
+    def generate_from_predictor(self, predictor, image=None) -> List[Dict[str, Any]]:
+        """Mask records from the embedding ``predictor`` already holds (no encoder run).
+
+        ``predictor`` is a `SamPredictor` of this generator's model after
+        ``set_image`` / `set_image_embedding` (a server keeps one per image).
+        ``image`` (its pixels) is needed only with ``crop_n_layers >= 1``.
+        """
+        from .image import load_image
+
+        if not getattr(predictor, "is_image_set", False) or predictor.features is None:
+            from .model import ImageNotSetError
+
+            raise ImageNotSetError("generate_from_predictor needs a predictor whose image is "
+                                   "set (call set_image first)")
+        size = tuple(int(v) for v in predictor.original_size)
+        array = None
+        if image is not None:
+            array = load_image(image)
+            self._check_predictor(predictor, array.shape[:2])
+        elif self.crop_n_layers > 0:
+            raise InputError("crop_n_layers >= 1 needs the image's pixels: pass image= to "
+                             "generate_from_predictor")
+        return self._generate(array, size, predictor)
+
+    def _check_predictor(self, predictor, size) -> None:
+        if getattr(predictor, "model", None) is not self.model:
+            raise InputError("the predictor belongs to another model than this generator")
+        if not getattr(predictor, "is_image_set", False) or predictor.features is None:
+            from .model import ImageNotSetError
+
+            raise ImageNotSetError("the predictor has no image set (call set_image first)")
+        if tuple(predictor.original_size) != tuple(size):
+            raise InputError(f"the predictor's image is {tuple(predictor.original_size)} "
+                             f"(h, w) but the image given is {tuple(size)}")
+
+    # ---- the pipeline --------------------------------------------------------------------
+
+    def _generate(self, image: Optional[np.ndarray], orig_size, predictor) -> List[Dict]:
+        self.timings = {}
+        h, w = (int(v) for v in orig_size)
+        crop_boxes, layers = generate_crop_boxes((h, w), self.crop_n_layers,
+                                                 self.crop_overlap_ratio)
+        n_batches = sum(-(-len(self.point_grids[layer]) // MAX_BATCH) for layer in layers)
+        bar = _Progress(n_batches, self.progress)
+        crops = []
+        try:
+            for box, layer in zip(crop_boxes, layers):
+                crops.append(self._process_crop(image, box, layer, (h, w),
+                                                predictor if layer == 0 else None, bar))
+        finally:
+            bar.close()
+        t0 = time.perf_counter()
+        cand = self._merge(crops)
+        if len(crop_boxes) > 1 and len(cand["iou"]):
+            areas = box_area(np.asarray(cand["crop_boxes"], np.int64)).astype(np.float32)
+            keep = box_nms(cand["boxes"], np.float32(1.0) / areas, self.crop_nms_thresh)
+            cand = _take(cand, keep)
+        self._add("nms", t0)
+        return self._records(cand, crops, (h, w))
+
+    def _add(self, key: str, t0: float) -> None:
+        self.timings[key] = self.timings.get(key, 0.0) + time.perf_counter() - t0
+
+    def _embedding(self, image, box, predictor):
+        """(features, input_size, crop size) of one crop: reused, or encoded now."""
+        t0 = time.perf_counter()
+        if predictor is not None:
+            return predictor.features, tuple(predictor.input_size), \
+                tuple(predictor.original_size)
+        x0, y0, x1, y1 = box
+        crop = np.ascontiguousarray(image[y0:y1, x0:x1, :])
+        self.predictor.set_image(crop)
+        p = self.predictor
+        self._add("encoder", t0)
+        return p.features, tuple(p.input_size), tuple(p.original_size)
+
+    def _process_crop(self, image, box, layer, orig_size, predictor, bar) -> _Crop:
+        c = self.model.config
+        features, input_size, size = self._embedding(image, box, predictor)
+        crop = _Crop(box=list(box), input_size=input_size, size=size)
+        ch, cw = size
+        points = self.point_grids[layer] * np.array([[cw, ch]], np.float64)
+        buckets = points_to_masks_for(self.model)
+        thr = float(c.mask_threshold)
+        orig_box = [0, 0, orig_size[1], orig_size[0]]
+        for start in range(0, len(points), MAX_BATCH):
+            pts = points[start:start + MAX_BATCH]
+            n = len(pts)
+            t0 = time.perf_counter()
+            coords = apply_coords(pts, size, c.image_size).astype(np.float32)
+            sparse = prompt_encoding.embed_points(coords[:, None, :], np.ones((n, 1), np.int64),
+                                                  True, self.model.weights,
+                                                  input_image_size=c.image_size)
+            low, iou = buckets.run(n, **{IMAGE_INPUT: features,
+                                         SPARSE_INPUT: np.ascontiguousarray(sparse)})
+            self._add("decoder", t0)
+            t0 = time.perf_counter()
+            k = low.shape[1]
+            low = low.reshape(n * k, *low.shape[2:])
+            iou = iou.reshape(n * k)
+            pts_rep = np.repeat(pts, k, axis=0)
+            keep = np.flatnonzero(iou > self.pred_iou_thresh) if self.pred_iou_thresh > 0 \
+                else np.arange(n * k)
+            counts, boxes = mask_stats(low[keep], input_size, size, c.image_size, thr,
+                                       self.stability_score_offset)
+            with np.errstate(invalid="ignore", divide="ignore"):
+                stability = counts[:, 1].astype(np.float32) / counts[:, 2].astype(np.float32)
+            ok = stability >= self.stability_score_thresh if self.stability_score_thresh > 0 \
+                else np.ones(len(keep), bool)
+            ok &= ~box_near_crop_edge(boxes, box, orig_box)
+            sel = keep[ok]
+            crop.low.append(low[sel].copy())
+            crop.iou.append(iou[sel])
+            crop.stability.append(stability[ok])
+            crop.points.append(pts_rep[sel])
+            crop.boxes.append(boxes[ok])
+            self._add("filter", t0)
+            bar.step(len(sel))
+        t0 = time.perf_counter()
+        for name in ("low", "iou", "stability", "points", "boxes"):
+            parts = getattr(crop, name)
+            setattr(crop, name, np.concatenate(parts) if parts else np.zeros((0,)))
+        if len(crop.iou):
+            keep = box_nms(crop.boxes, crop.iou, self.box_nms_thresh)
+            for name in ("low", "iou", "stability", "points", "boxes"):
+                setattr(crop, name, getattr(crop, name)[keep])
+        self._add("nms", t0)
+        return crop
+
+    def _merge(self, crops: Sequence[_Crop]) -> Dict[str, np.ndarray]:
+        """All crops' survivors in the image frame, with (crop, index) back-references."""
+        out = {"iou": [], "stability": [], "points": [], "boxes": [], "crop_boxes": [],
+               "ref": []}
+        for ci, crop in enumerate(crops):
+            n = len(crop.iou)
+            if n == 0:
+                continue
+            x0, y0 = crop.box[0], crop.box[1]
+            out["iou"].append(crop.iou)
+            out["stability"].append(crop.stability)
+            out["points"].append(crop.points + np.array([[x0, y0]], np.float64))
+            out["boxes"].append(crop.boxes + np.array([[x0, y0, x0, y0]], np.int64))
+            out["crop_boxes"].append(np.repeat(np.array([crop.box], np.int64), n, axis=0))
+            out["ref"].append(np.stack([np.full(n, ci), np.arange(n)], axis=1))
+        empty = {"iou": (0,), "stability": (0,), "points": (0, 2), "boxes": (0, 4),
+                 "crop_boxes": (0, 4), "ref": (0, 2)}
+        return {k: (np.concatenate(v) if v else np.zeros(empty[k], np.int64)) for k, v in
+                out.items()}
+
+    def _masks(self, cand, crops, orig_size, idx: Sequence[int]) -> List[np.ndarray]:
+        """Full-image bool masks of candidates ``idx`` (upscaled now, crop by crop)."""
+        h, w = orig_size
+        c = self.model.config
+        out: List[Optional[np.ndarray]] = [None] * len(idx)
+        by_crop: Dict[int, List[Tuple[int, int]]] = {}
+        for pos, i in enumerate(idx):
+            ci, j = cand["ref"][i]
+            by_crop.setdefault(int(ci), []).append((pos, int(j)))
+        for ci, items in by_crop.items():
+            crop = crops[ci]
+            x0, y0, x1, y1 = crop.box
+            low = crop.low[[j for _, j in items]]
+            binary = postprocess_binary(low[None], crop.input_size, crop.size, c.image_size,
+                                        float(c.mask_threshold))[0]
+            for (pos, _), m in zip(items, binary):
+                if (x0, y0, x1, y1) == (0, 0, w, h):
+                    out[pos] = m
+                else:
+                    full = np.zeros((h, w), bool)
+                    full[y0:y1, x0:x1] = m
+                    out[pos] = full
+        return out
+
+    def _records(self, cand, crops, orig_size) -> List[Dict[str, Any]]:
+        t0 = time.perf_counter()
+        n = len(cand["iou"])
+        boxes = cand["boxes"].copy()
+        fixed: Dict[int, np.ndarray] = {}
+        order = np.arange(n)
+        if self.min_mask_region_area > 0 and n:
+            masks = self._masks(cand, crops, orig_size, range(n))
+            scores = np.zeros(n, np.float32)
+            new_boxes = np.zeros((n, 4), np.int64)
+            for i, m in enumerate(masks):
+                m2, changed_h = remove_small_regions(m, self.min_mask_region_area, "holes")
+                m2, changed_i = remove_small_regions(m2, self.min_mask_region_area, "islands")
+                scores[i] = 0.0 if (changed_h or changed_i) else 1.0
+                new_boxes[i] = mask_to_box(m2)
+                if scores[i] == 0.0:
+                    fixed[i] = m2
+            order = box_nms(new_boxes, scores,
+                            max(self.box_nms_thresh, self.crop_nms_thresh))
+            for i in order:
+                if i in fixed:
+                    boxes[i] = new_boxes[i]
+            del masks
+        self._add("small_regions", t0)
+        t0 = time.perf_counter()
+        records = []
+        for start in range(0, len(order), _UPSCALE_CHUNK):
+            chunk = [int(i) for i in order[start:start + _UPSCALE_CHUNK]]
+            todo = [i for i in chunk if i not in fixed]
+            made = dict(zip(todo, self._masks(cand, crops, orig_size, todo)))
+            for i in chunk:
+                m = fixed[i] if i in fixed else made[i]
+                records.append(self._record(cand, i, m, boxes[i]))
+        self._add("upscale_encode", t0)
+        return records
+
+    def _record(self, cand, i: int, mask: np.ndarray, box) -> Dict[str, Any]:
+        if self.output_mode == "binary_mask":
+            seg: Any = mask
+        elif self.output_mode == "coco_rle":
+            seg = coco_rle(mask)
+        else:
+            seg = mask_to_rle(mask)
+        x0, y0, x1, y1 = (int(v) for v in box)
+        cx0, cy0, cx1, cy1 = (int(v) for v in cand["crop_boxes"][i])
+        return {
+            "segmentation": seg,
+            "area": int(np.count_nonzero(mask)),
+            "bbox": [x0, y0, x1 - x0, y1 - y0],
+            "predicted_iou": float(cand["iou"][i]),
+            "point_coords": [[float(v) for v in cand["points"][i]]],
+            "stability_score": float(cand["stability"][i]),
+            "crop_box": [cx0, cy0, cx1 - cx0, cy1 - cy0],
+        }
+
+
+def _take(cand: Dict[str, np.ndarray], idx: np.ndarray) -> Dict[str, np.ndarray]:
+    return {k: v[idx] for k, v in cand.items()}
