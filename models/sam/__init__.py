@@ -5,6 +5,7 @@ encoding, mask postprocessing) live in their own small modules so they can be
 tested one by one against Meta's `segment-anything` package.
 """
 
+from .automatic import SamAutomaticMaskGenerator  # noqa: E402
 from .config import CONFIGS, SamConfig, small_config  # noqa: E402
 from .debug import DebugOptions  # noqa: E402
 from .model import ImageNotSetError, Sam, SamPredictor, build_sam, sam_model_registry  # noqa: E402
@@ -17,6 +18,7 @@ __all__ = [
     "DebugOptions",
     "ImageNotSetError",
     "PromptDecoder",
+    "SamAutomaticMaskGenerator",
     "Sam",
     "SamConfig",
     "SamPredictor",
