@@ -132,8 +132,10 @@ def run(args: argparse.Namespace) -> int:
         seed = int(args.seed)
     except ValueError:
         raise InputError(f"malformed --seed {args.seed!r}: expected an integer") from None
-    workers, threads = plan_workers(available_cores(), _positive(args.workers, "--workers"),
-                                    _positive(args.threads, "--threads"))
+    workers, threads = _positive(args.workers, "--workers"), _positive(args.threads, "--threads")
+    if args.engine == "local":
+        workers, threads = plan_workers(available_cores(), workers, threads)
+    # (ray: what is not given is planned from the cluster's CPUs, by the engine)
     if args.ray_address and args.engine != "ray":
         raise InputError("--ray-address needs --engine ray")
     if args.engine == "ray":
@@ -172,7 +174,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"WARNING: {SYNTHETIC_NOTE}", file=sys.stderr)
     spec = AnnotatorSpec(
         model=args.model, checkpoint=os.path.abspath(args.checkpoint) if args.checkpoint
-        else None, profile=profile, threads=threads,
+        else None, profile=profile,
         mode="everything" if args.everything else "prompts", seed=seed,
         generator_params=tuple(sorted(generator_params.items())))
     settings = job_settings(args, profile, generator_params)
@@ -203,7 +205,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"annotated {len(coco['images'])} of {len(items)} images: "
           f"{len(coco['annotations'])} annotations, {len(summary.errors)} errors "
           f"({summary.processed} processed now at {rate:.1f} images/min, {summary.reused} "
-          f"reused from {work.path.name}/; {workers} worker(s) x {threads} thread(s), "
+          f"reused from {work.path.name}/; {_plan_text(workers, threads)}, "
           f"engine {args.engine}, {time.perf_counter() - t0:.1f} s)")
     if skipped:
         print(f"{skipped} image(s) in {args.src} have no prompts and were left out")
@@ -216,6 +218,12 @@ def run(args: argparse.Namespace) -> int:
     if synthetic:
         print(f"WARNING: {SYNTHETIC_NOTE}", file=sys.stderr)
     return 0
+
+
+def _plan_text(workers, threads) -> str:
+    w = f"{workers} worker(s)" if workers else "workers from the cluster"
+    t = f"{threads} thread(s)" if threads else "threads from the cluster"
+    return f"{w} x {t}"
 
 
 def _command():

@@ -69,7 +69,11 @@ def generator_class():
 
 
 def make_generator(sam, params: Dict[str, Any]):
+    import inspect
+
     cls = generator_class()
+    if "progress" in inspect.signature(cls).parameters:
+        params = {**params, "progress": False}  # the job's own bar covers the images
     try:
         return cls(sam, output_mode="coco_rle", **params)
     except TypeError as e:

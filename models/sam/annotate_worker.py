@@ -1,9 +1,9 @@
 """The per-image work of ``rlx annotate``: one SAM per worker, masks -> COCO annotations.
 
 `AnnotatorSpec` is everything a worker needs, small and picklable (it
-travels to spawned processes and Ray actors); `SamAnnotator(spec)` builds
-the model once and is then called per image (`rlx.datasets` calls it via
-``functools.partial(SamAnnotator, spec)`` as the worker factory).
+travels to spawned processes and Ray actors); `SamAnnotator(spec, threads)`
+builds the model once and is then called per image (`rlx.datasets` calls
+``functools.partial(SamAnnotator, spec)`` with the worker's thread count).
 
 Two modes:
 
@@ -38,7 +38,6 @@ class AnnotatorSpec:
     model: str                                  # config name (vit_b, ..., or "small" in tests)
     checkpoint: Optional[str]                   # None: synthetic weights (seed)
     profile: Any                                # a resolved CompileProfile
-    threads: int
     mode: str                                   # "prompts" | "everything"
     seed: int = 0
     mask_threshold: Optional[float] = None
@@ -76,14 +75,14 @@ def stability_score(logits: np.ndarray, threshold: float, offset: float = 1.0) -
 class SamAnnotator:
     """Built once per worker (loads and compiles SAM); called once per image."""
 
-    def __init__(self, spec: AnnotatorSpec):
+    def __init__(self, spec: AnnotatorSpec, threads: int):
         from .config import get_config
         from .model import SamPredictor, build_sam
         from .weights import SyntheticWeightsWarning
 
         self.spec = spec
         config = get_config(spec.model)
-        profile = spec.profile.replace(threads=spec.threads)
+        profile = spec.profile.replace(threads=threads)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", SyntheticWeightsWarning)  # the command says so once
             self.sam = build_sam(config, checkpoint=spec.checkpoint, profile=profile,

@@ -3,9 +3,11 @@
 Nothing here knows about SAM or about what the function computes. A job is
 
 * a list of `Item`s (`sources`: a folder walked recursively, or a list file),
-* a *worker factory*: a picklable zero-argument callable that builds, once per
-  worker, the function ``process(item) -> dict`` (loading a model is the
-  factory's job, so each worker holds exactly one),
+* a *worker factory*: a picklable callable that builds, once per worker, the
+  function ``process(item) -> dict`` (loading a model is the factory's job,
+  so each worker holds exactly one); it is called with the number of threads
+  the worker may use (``factory(threads)``), which only the engine knows for
+  sure (on Ray it follows the cluster's CPUs),
 * a `WorkDir` where each item's outcome is written atomically as soon as it
   is done, which is what makes a rerun skip finished items (resume),
 * an engine (`engines.local`: worker processes on this machine;

@@ -32,7 +32,13 @@ class JobSummary:
 def run_job(items: Sequence[Item], factory: Callable, workdir: WorkDir,
             settings: Mapping[str, Any], engine: str = "local", workers: int = 1,
             threads: int = 1, progress: Optional[bool] = None, label: str = "",
+            on_outcome: Optional[Callable[[Dict[str, Any]], None]] = None,
             **engine_options) -> JobSummary:
+    """Run ``factory``'s function over ``items``; see the module docstring.
+
+    ``on_outcome`` is called with each new outcome after it is on disk (the
+    benchmark times the steady state with it).
+    """
     import time
 
     run = get_engine(engine)
@@ -48,6 +54,8 @@ def run_job(items: Sequence[Item], factory: Callable, workdir: WorkDir,
             outcomes[outcome["key"]] = outcome
             processed += 1
             bar.update(bool(outcome.get("ok")))
+            if on_outcome is not None:
+                on_outcome(outcome)
     finally:
         bar.close()
     seconds = time.perf_counter() - t0

@@ -42,7 +42,8 @@ def test_plan_workers_from_cores():
 def test_two_workers_give_every_outcome_in_item_order_with_input_errors_listed(tmp_path):
     items = make_files(tmp_path / "src", {"a.txt": "aa", "b.txt": "corrupt", "c.txt": "cccc",
                                           "d.txt": "d", "e.txt": "eeeee"})
-    s = run_job(items, factory(), WorkDir(tmp_path / "w"), {"v": 1}, workers=2)
+    s = run_job(items, factory(), WorkDir(tmp_path / "w"), {"v": 1}, workers=2, threads=3)
+    assert {o["result"]["threads"] for o in s.outcomes if o["ok"]} == {3}  # told to the factory
     assert [o["key"] for o in s.outcomes] == ["a.txt", "b.txt", "c.txt", "d.txt", "e.txt"]
     assert [o["ok"] for o in s.outcomes] == [True, False, True, True, True]
     assert [o["result"]["length"] for o in s.outcomes if o["ok"]] == [2, 4, 1, 5]
@@ -87,7 +88,7 @@ def test_killed_run_resumes_and_processes_every_item_exactly_once(tmp_path):
     p = subprocess.Popen(cmd, cwd=ROOT, env=env, start_new_session=True)
     deadline = time.time() + 60
     while time.time() < deadline and p.poll() is None:
-        if items_dir.is_dir() and len(os.listdir(items_dir)) >= 3:
+        if items_dir.is_dir() and len(list(items_dir.glob("*.json"))) >= 3:  # complete files only
             break
         time.sleep(0.02)
     os.killpg(p.pid, signal.SIGKILL)  # the driver and its worker, mid-run

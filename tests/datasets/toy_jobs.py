@@ -21,10 +21,10 @@ from rlx.errors import InputError
 
 
 class Toy:
-    def __init__(self, log=None, delay=0.0, fail_factory=False):
+    def __init__(self, threads, log=None, delay=0.0, fail_factory=False):
         if fail_factory:
             raise InputError("toy model: broken checkpoint toy.pth")
-        self.log, self.delay = log, delay
+        self.threads, self.log, self.delay = threads, log, delay
 
     def __call__(self, item):
         with open(item.path, encoding="utf-8") as f:
@@ -39,7 +39,8 @@ class Toy:
         if text == "die":
             os.kill(os.getpid(), signal.SIGKILL)
         time.sleep(self.delay)
-        return {"length": len(text), "payload": item.payload, "pid": os.getpid()}
+        return {"length": len(text), "payload": item.payload, "pid": os.getpid(),
+                "threads": self.threads}
 
 
 def factory(**kwargs):

@@ -39,10 +39,10 @@ class WorkerError(RlxError):
     """A worker could not start (its factory failed) or workers keep dying."""
 
 
-def _worker_main(conn, factory) -> None:
+def _worker_main(conn, factory, threads: int) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
-        process = factory()
+        process = factory(threads)
     except RlxError as e:
         conn.send(("fatal", str(e), True))
         return
@@ -72,9 +72,10 @@ def _worker_main(conn, factory) -> None:
 
 
 class _Worker:
-    def __init__(self, ctx, factory):
+    def __init__(self, ctx, factory, threads):
         self.conn, child = ctx.Pipe()
-        self.process = ctx.Process(target=_worker_main, args=(child, factory), daemon=True)
+        self.process = ctx.Process(target=_worker_main, args=(child, factory, threads),
+                                   daemon=True)
         self.process.start()
         child.close()
         self.item: Optional[Item] = None
@@ -110,7 +111,7 @@ def _death_message(worker: _Worker) -> str:
     return f"the worker process {how} while processing this image"
 
 
-def run(items: Iterable[Item], factory: Callable[[], Callable[[Item], Dict[str, Any]]],
+def run(items: Iterable[Item], factory: Callable[[int], Callable[[Item], Dict[str, Any]]],
         workers: int = 1, threads: int = 1, **_options) -> Iterator[Dict[str, Any]]:
     """Yield one outcome per item, processed by ``workers`` spawned processes."""
     queue: List[Item] = list(items)
@@ -118,7 +119,7 @@ def run(items: Iterable[Item], factory: Callable[[], Callable[[Item], Dict[str, 
     if not queue:
         return
     ctx = mp.get_context("spawn")
-    pool = [_Worker(ctx, factory) for _ in range(min(workers, len(queue)))]
+    pool = [_Worker(ctx, factory, threads) for _ in range(min(workers, len(queue)))]
     deaths = 0
     try:
         while queue or any(w.item is not None for w in pool):
@@ -163,7 +164,7 @@ def run(items: Iterable[Item], factory: Callable[[], Callable[[Item], Dict[str, 
                     if deaths > MAX_DEATHS:
                         raise WorkerError(f"worker processes keep dying (last: {text}); "
                                           f"finished images are kept, rerun to resume")
-                    pool[pool.index(w)] = _Worker(ctx, factory)
+                    pool[pool.index(w)] = _Worker(ctx, factory, threads)
                     if item is not None:
                         yield {"key": item.key, "digest": item.digest, "ok": False,
                                "error": text, "seconds": 0.0}

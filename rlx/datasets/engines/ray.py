@@ -25,6 +25,7 @@ from typing import Any, Callable, Dict, Iterable, Iterator, Optional
 from rlx.errors import InputError, RlxError
 
 from ..outcome import Item, item_outcome
+from . import plan_workers
 
 __all__ = ["run", "import_ray", "INSTALL_HINT"]
 
@@ -44,8 +45,8 @@ def import_ray():
 class _Actor:
     """One model per Ray actor: built in ``__init__``, applied row by row."""
 
-    def __init__(self, factory):
-        self.process = factory()
+    def __init__(self, factory, threads):
+        self.process = factory(threads)
 
     def __call__(self, batch: Dict[str, Any]) -> Dict[str, Any]:
         import numpy as np
@@ -62,10 +63,14 @@ def _cluster_cpus(ray) -> int:
         return 0
 
 
-def run(items: Iterable[Item], factory: Callable[[], Callable[[Item], Dict[str, Any]]],
-        workers: int = 1, threads: int = 1, ray_address: Optional[str] = None,
-        **_options) -> Iterator[Dict[str, Any]]:
-    """Yield one outcome per item, processed by ``workers`` Ray actors."""
+def run(items: Iterable[Item], factory: Callable[[int], Callable[[Item], Dict[str, Any]]],
+        workers: Optional[int] = None, threads: Optional[int] = None,
+        ray_address: Optional[str] = None, **_options) -> Iterator[Dict[str, Any]]:
+    """Yield one outcome per item, processed by ``workers`` Ray actors.
+
+    ``workers`` / ``threads`` left at None are planned from the CPUs of the
+    cluster (`plan_workers`), not of the machine running the driver.
+    """
     items = list(items)
     if not items:
         return
@@ -80,6 +85,8 @@ def run(items: Iterable[Item], factory: Callable[[], Callable[[Item], Dict[str, 
         started = True
     try:
         cpus = _cluster_cpus(ray)
+        if workers is None or threads is None:
+            workers, threads = plan_workers(cpus or 1, workers, threads)
         if cpus and threads > cpus:
             raise InputError(f"--threads {threads} asks for more CPUs per actor than the Ray "
                              f"cluster has ({cpus})")
@@ -91,7 +98,7 @@ def run(items: Iterable[Item], factory: Callable[[], Callable[[Item], Dict[str, 
             ds = ray.data.from_items(rows, override_num_blocks=len(rows))
         except TypeError:  # Ray < 2.10 calls it parallelism
             ds = ray.data.from_items(rows, parallelism=len(rows))
-        out = ds.map_batches(_Actor, fn_constructor_args=(factory,), batch_size=1,
+        out = ds.map_batches(_Actor, fn_constructor_args=(factory, threads), batch_size=1,
                              batch_format="numpy", num_cpus=threads,
                              compute=ray.data.ActorPoolStrategy(size=workers))
         for row in out.iter_rows():
