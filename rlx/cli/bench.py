@@ -60,6 +60,7 @@ def profiles_from(args) -> list:
 
 def bench_one(spec, name: str, profile, weights, inputs, repeat: int) -> dict:
     from rlx.runtime import compile_graph
+    from rlx.runtime.device import device_summary
 
     t0 = time.perf_counter()
     compiled = compile_graph(spec.build(name), profile)
@@ -74,7 +75,7 @@ def bench_one(spec, name: str, profile, weights, inputs, repeat: int) -> dict:
         "gflops": r.flops / med / 1e9 if med > 0 else 0.0, "flops": r.flops,
         "peak_rss_mb": peak_rss_bytes() / 2 ** 20, "compile_s": compile_s,
         "kernels": r.kernels, "fallback_kernels": r.fallback_kernels,
-        "from_cache": r.from_cache,
+        "from_cache": r.from_cache, "device": device_summary(profile),
     }
 
 
@@ -147,6 +148,10 @@ def run(args) -> int:
         return 0
     print(f"model {spec.name} ({'checkpoint' if args.checkpoint else 'synthetic weights'}), "
           f"{args.repeat} runs each")
+    from rlx.runtime.device import device_summary
+
+    for profile in profiles:
+        print(f"profile {profile.name}: device {device_summary(profile)}")
     print(f"{'subgraph':<22}{'profile':<12}{'backend':<10}{'min ms':>10}{'median ms':>11}"
           f"{'GFLOP/s':>9}{'peak MB':>9}{'compile s':>11}")
     for r in rows:

@@ -102,12 +102,15 @@ def run(args) -> int:
         rows.append(report_row(name, compiled.report, time.perf_counter() - t0))
         progress.step()
     progress.finish()
+    from rlx.runtime.device import device_info, device_summary
+
     if args.json:
         print(json.dumps({"model": spec.name, "profile": profile.name,
-                          "profile_source": profile.source, "subgraphs": rows}, indent=1))
+                          "profile_source": profile.source, "device": device_info(profile),
+                          "subgraphs": rows}, indent=1))
         return 0
     print(f"model {spec.name}, profile {profile.name} ({profile.source or 'given'}), "
-          f"backend {profile.backend}")
+          f"backend {profile.backend}, device {device_summary(profile)}")
     head = f"{'subgraph':<20}{'nodes':>14}{'kernels':>9}{'fallback':>10}{'seconds':>9}  cache"
     print(head)
     total = 0.0

@@ -10,8 +10,10 @@ def add_arguments(p) -> None:
 
 
 def _preset_summary(profile) -> str:
-    parts = [f"backend={profile.backend}", f"fusion={'on' if profile.fusion else 'off'}",
-             f"attention={profile.attention}"]
+    parts = [f"backend={profile.backend}", f"device={profile.device}",
+             f"fusion={'on' if profile.fusion else 'off'}", f"attention={profile.attention}"]
+    if profile.vector_bits:
+        parts.append(f"vector_bits={profile.vector_bits}")
     if profile.fastmath:
         parts.append("fastmath")
     if profile.verify:
@@ -42,7 +44,10 @@ def run(args) -> int:
     if args.what in ("all", "presets"):
         from rlx.runtime.profile import PRESETS
 
+        from rlx.runtime.device import device_summary
+
         print("compile presets (rlx ... --profile NAME):")
         for name, profile in PRESETS.items():
             print(f"  {name:<24} {_preset_summary(profile)}")
+        print(f"  on this machine device {device_summary(PRESETS['default'])}")
     return 0

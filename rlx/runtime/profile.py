@@ -7,7 +7,9 @@ naming the file and the key, never silently ignored.
 
 The *device* says which CPU to compile for: ``cpu`` (this host, features
 detected) or an ISA level (``cpu-generic``, ``cpu-avx2``, ``cpu-avx512``). It is
-part of every kernel-cache key.
+part of every kernel-cache key. The device also fixes the vector width the
+generated code uses (its widest, unless ``vector_bits`` asks for less; see
+`rlx.backends.llvm.target` for why 512 on AVX-512 CPUs).
 """
 
 from __future__ import annotations
@@ -43,6 +45,9 @@ class CompileProfile:
     attention: str = "blocked"
     #: query rows per block in blocked attention
     attention_block: int = 256
+    #: vector width in bits of the generated loops and register tiles: 128 | 256 | 512
+    #: (None: the device's widest -- 512 with AVX-512, 256 with AVX2, 128 otherwise)
+    vector_bits: int | None = None
     #: allow fast-math reassociation in generated kernels (results may differ in last bits)
     fastmath: bool = False
     #: verify the graph after every pass
@@ -68,6 +73,9 @@ class CompileProfile:
             raise ProfileError(f"profile {self.name}: gemm must be 'blas' or 'native'")
         if self.attention not in ("blocked", "decomposed"):
             raise ProfileError(f"profile {self.name}: attention must be 'blocked' or 'decomposed'")
+        if self.vector_bits is not None and self.vector_bits not in (128, 256, 512):
+            raise ProfileError(f"profile {self.name}: vector_bits must be 128, 256 or 512 "
+                               f"(or unset: the device's widest), got {self.vector_bits}")
         if self.cache_max_mb is not None and self.cache_max_mb < 0:
             raise ProfileError(f"profile {self.name}: cache_max_mb must be >= 0 (0: no cap)")
         if self.threads < 0 or self.attention_block <= 0:

@@ -1,9 +1,10 @@
 """The llvm backend through the CLI: dump-ir --format llvm/asm, rlx compile, rlx bench.
 
 Subprocesses of one test start together and are awaited together; they share
-the session's kernel cache. The asm check is a codegen correctness check: on
-a host with AVX-512 the hot loop of an elementwise kernel must use zmm
-registers (ymm with AVX2), i.e. the O3 pipeline vectorized it for the host.
+the session's kernel cache. The asm check is a codegen correctness check: the
+hot loop of an elementwise kernel must use registers of the width the profile
+chose for the host (zmm on AVX-512 at the default width, ymm with AVX2), i.e.
+the O3 pipeline vectorized it as the target was told.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from __future__ import annotations
 import json
 import re
 
-from rlx.backends.llvm.target import host_features
+from rlx.backends.llvm.target import target_for
 from tests.cli.test_compile import finish, start
 
 GRAPH = """graph gelu_bias {
@@ -26,8 +27,8 @@ GRAPH = """graph gelu_bias {
 
 
 def _vector_register() -> str:
-    have = host_features()
-    return "zmm" if "avx512f" in have else "ymm" if "avx2" in have else "xmm"
+    """The register of the width the default profile (device cpu) chose for this host."""
+    return {512: "zmm", 256: "ymm", 128: "xmm"}[target_for("cpu").vector_bits]
 
 
 def test_dump_ir_llvm_and_asm(tmp_path):
@@ -41,6 +42,7 @@ def test_dump_ir_llvm_and_asm(tmp_path):
     code, ir_text, err = finish(procs[0])
     assert code == 0, err
     assert ir_text.startswith("; rlx llvm backend: llvm for cpu")
+    assert f"{target_for('cpu').vector_bits}-bit vectors)" in ir_text.splitlines()[0]
     assert "define void @rlx_kernel(" in ir_text
     assert re.search(r"<(8|16) x float>", ir_text), "no vector IR after O3"
     assert "(elementwise)" in ir_text and "(norm)" in ir_text
@@ -62,8 +64,11 @@ def test_compile_twice_second_is_a_cache_hit():
     code, out, err = finish(start("compile", "example-convnet", "--profile", "llvm"))
     assert code == 0, err
     assert "backend llvm" in out and "classifier" in out
+    bits = target_for("cpu").vector_bits
+    assert f"device cpu ({target_for('cpu').cpu}, {bits}-bit vectors)" in out
     code, out, err = finish(start("compile", "example-convnet", "-p", "llvm", "--json"))
     assert code == 0, err
+    assert json.loads(out)["device"]["vector_bits"] == bits
     (row,) = json.loads(out)["subgraphs"]
     assert row["backend"] == "llvm" and row["fallback_kernels"] == 0
     assert row["from_cache"] is True

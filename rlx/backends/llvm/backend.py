@@ -100,7 +100,7 @@ class LLVMBackend:
         """The IR module of `node`'s kernel (None for host kernels)."""
         from rlx.backends.llvm import blas
 
-        from rlx.backends.llvm.target import target_for
+        from rlx.backends.llvm.target import profile_target
         from rlx.backends.llvm.vecir import vector_config
 
         spec = self._spec(node, ctx)
@@ -108,7 +108,7 @@ class LLVMBackend:
         settings = (bool(getattr(ctx.profile, "fastmath", False)),
                     getattr(ctx.profile, "gemm", "blas") == "native" or found is None,
                     found.int_bits if found is not None else 64, ctx.profile.effective_threads,
-                    vector_config(target_for(ctx.profile.device)))
+                    vector_config(profile_target(ctx.profile)))
         key = (_canon(spec), _title(node, spec), len(node.inputs),
                tuple(v.dtype for v in node.outputs), settings)
         if key not in self._generated:
@@ -147,7 +147,7 @@ class LLVMBackend:
 
     def compile(self, node: Node, ctx: KernelContext):
         from rlx.backends.llvm import attention, blas, jit, kernels
-        from rlx.backends.llvm.target import target_for
+        from rlx.backends.llvm.target import profile_target
 
         spec = self._spec(node, ctx)
         if spec is None:
@@ -158,7 +158,7 @@ class LLVMBackend:
                               extra={"compiled": False})
             return kernels.HostKernel(spec, info, ctx.profile.effective_threads)
         t0 = time.perf_counter()
-        target = target_for(ctx.profile.device)
+        target = profile_target(ctx.profile)
         gen = self.generate(node, ctx)
         found = blas.find()
         loaded = jit.load(gen.ir, target, ctx.cache, found.imports() if found else {})
@@ -166,7 +166,7 @@ class LLVMBackend:
                           from_cache=loaded.from_cache,
                           compile_seconds=time.perf_counter() - t0,
                           extra={"compiled": True, "key": loaded.key, "device": target.device,
-                                 "cpu": target.cpu})
+                                 "cpu": target.cpu, "vector_bits": target.vector_bits})
         missing = target.missing_host_features()
         unusable = (f"kernel {node.outputs[0].ref} was compiled for {target.device} "
                     f"({target.cpu}); this CPU lacks {', '.join(missing)}") if missing else None
@@ -188,11 +188,11 @@ class LLVMBackend:
     def _calls_blas(self, spec, node: Node, ctx: KernelContext) -> bool:
         """The GEMM calls BLAS (not one of the generated loops of `gemm_loops`)."""
         from rlx.backends.llvm import gemm
-        from rlx.backends.llvm.target import target_for
+        from rlx.backends.llvm.target import profile_target
         from rlx.backends.llvm.vecir import vector_config
 
         return gemm.uses_blas(spec, False, ctx.profile.effective_threads,
-                              node.outputs[0].dtype, vector_config(target_for(ctx.profile.device)))
+                              node.outputs[0].dtype, vector_config(profile_target(ctx.profile)))
 
     def run_context(self):
         """Entered around every call of a compiled plan: OpenBLAS at one thread for the
@@ -213,14 +213,14 @@ class LLVMBackend:
 
     def dump(self, nodes: Sequence[Node], fmt: str, ctx: KernelContext) -> str:
         """Optimized (O3) IR or assembly of every kernel; equal kernels are printed once."""
-        from rlx.backends.llvm.target import assembly, optimized_ir, target_for
+        from rlx.backends.llvm.target import assembly, optimized_ir, profile_target
 
         if fmt not in DUMP_FORMATS:
             raise RlxError(f"llvm backend dumps --format {' or '.join(DUMP_FORMATS)}, "
                            f"not {fmt!r}")
-        target = target_for(ctx.profile.device)
+        target = profile_target(ctx.profile)
         out = [f"; rlx llvm backend: {fmt} for {target.device} (cpu {target.cpu}, "
-               f"{target.triple})"]
+               f"{target.triple}, {target.vector_bits}-bit vectors)"]
         seen: dict[str, str] = {}
         comment = ";" if fmt == "llvm" else "#"
         for node in nodes:

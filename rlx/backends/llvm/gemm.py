@@ -247,7 +247,7 @@ def gemm_module(spec: GemmSpec, n_inputs: int, dtype: str, title: str, native: b
         e = dataclasses.replace(spec.epilogue, nest=split_last(spec.epilogue.nest, g))
         epi = elementwise_function(module, e, n_inputs, [dtype], name="epilogue", chunk=None,
                                    fastmath=fastmath)
-    kernel = native_kernel(module, dtype, p.n, p.k) if native else None
+    kernel = native_kernel(module, dtype, p.n, p.k, vc) if native else None
     tiny = None if native or not small(p, dtype, vc) else small_kernel(module, vc, p)
     thin = skinny_kernel(module, vc, p) if not native and skinny_columns(p, vc, dtype) else None
     b = ir.IRBuilder(fn.append_basic_block("entry"))

@@ -6,6 +6,19 @@ micro-architecture levels LLVM knows (`x86-64`, `x86-64-v3` = AVX2+FMA,
 `x86-64-v4` = AVX-512), so code can be built for a machine other than this
 one. The CPU name and features are part of every kernel-cache key.
 
+The vector width is a decision of the device profile, not of LLVM's tuning:
+for Intel server CPUs (and the `x86-64-v4` level) LLVM's tuning prefers
+256-bit vectors, for AMD Zen 4/5 512-bit, so the same profile would run at
+half width on one vendor. The target therefore always says the width it
+wants in its feature string (`prefer-128-bit` / `prefer-256-bit` on or off)
+and in every function's attributes (`with_width`), and the explicit-SIMD kernels (`vecir.vector_config`) size their registers
+from the same number. A device's width is its widest vector unless the
+profile's ``vector_bits`` asks for less. 512 on AVX-512 devices is a reasoned
+default, not a measured one: Zen 4/5 run 512-bit ops as two 256-bit halves at
+no clock penalty (never slower than 256), Sapphire/Emerald Rapids have only
+small AVX-512 frequency offsets, and the kernels that dominate (GEMM,
+attention) are written 16 lanes wide anyway.
+
 Optimization is LLVM's standard per-module O3 pipeline (new pass manager)
 with loop vectorization, SLP vectorization, unrolling and interleaving on.
 """
@@ -13,6 +26,7 @@ with loop vectorization, SLP vectorization, unrolling and interleaving on.
 from __future__ import annotations
 
 import functools
+import re
 import threading
 from dataclasses import dataclass
 
@@ -20,12 +34,15 @@ import llvmlite.binding as llvm
 
 from rlx.errors import ProfileError
 
+_AVX512 = ("avx512f", "avx512bw", "avx512dq", "avx512vl")
 #: device -> (LLVM CPU name, required host features to *run* the code)
 ISA_LEVELS = {
     "cpu-generic": ("x86-64", ()),
     "cpu-avx2": ("x86-64-v3", ("avx2", "fma", "bmi2")),
-    "cpu-avx512": ("x86-64-v4", ("avx512f", "avx512bw", "avx512dq", "avx512vl")),
+    "cpu-avx512": ("x86-64-v4", _AVX512),
 }
+#: the widths a profile may ask for
+VECTOR_BITS = (128, 256, 512)
 
 _init_lock = threading.Lock()
 _initialized = False
@@ -48,15 +65,36 @@ def host_features() -> set[str]:
     return {f[1:] for f in flat.split(",") if f.startswith("+")}
 
 
+def widest_vector(features) -> int:
+    """Bits of the widest float vector register a CPU with `features` has."""
+    features = set(features)
+    if "avx512f" in features:
+        return 512
+    return 256 if "avx2" in features and "fma" in features else 128
+
+
+def width_features(bits: int) -> str:
+    """Feature-string flags that make LLVM's vectorizers use `bits`-wide vectors (they
+    override the CPU's tuning, which for Intel server CPUs prefers 256 bits)."""
+    return {512: "-prefer-128-bit,-prefer-256-bit", 256: "-prefer-128-bit,+prefer-256-bit",
+            128: "+prefer-128-bit,+prefer-256-bit"}[bits]
+
+
 @dataclass(frozen=True)
 class Target:
     device: str
     triple: str
     cpu: str
+    #: the LLVM feature string, width flags included (see `width_features`)
     features: str
+    #: the vector width the code uses (the device's widest unless the profile asked less)
+    vector_bits: int = 128
+    #: the device's widest vector width (AVX-512: 512, and 32 vector registers)
+    max_bits: int = 128
 
     def fingerprint(self) -> dict:
-        """What compiled code depends on (goes into every cache key)."""
+        """What compiled code depends on (goes into every cache key; the width is in the
+        feature string)."""
         import llvmlite
 
         return {"llvm_triple": self.triple, "llvm_cpu": self.cpu,
@@ -79,24 +117,69 @@ class Target:
                                             reloc="pic", codemodel="default")
 
 
-@functools.lru_cache(maxsize=None)
-def target_for(device: str) -> Target:
-    initialize()
-    triple = llvm.get_process_triple()
+def device_features(device: str) -> set[str]:
+    """The CPU features code for `device` may use (`cpu`: what this host has)."""
     if device == "cpu":
-        return Target(device, triple, llvm.get_host_cpu_name(),
-                      llvm.get_host_cpu_features().flatten())
+        return host_features()
     if device not in ISA_LEVELS:
         raise ProfileError(f"llvm backend: unknown device {device!r}; "
                            f"choose from cpu, {', '.join(ISA_LEVELS)}")
+    return set(ISA_LEVELS[device][1])
+
+
+def vector_bits_for(device: str, asked: int | None = None) -> int:
+    """The vector width code for `device` uses: `asked` (a profile's ``vector_bits``), or
+    the device's widest. Asking more than the device has is a ProfileError."""
+    widest = widest_vector(device_features(device))
+    if asked is None:
+        return widest
+    if asked not in VECTOR_BITS:
+        raise ProfileError(f"vector_bits must be one of {', '.join(map(str, VECTOR_BITS))}, "
+                           f"got {asked}")
+    if asked > widest:
+        raise ProfileError(f"vector_bits {asked}: device {device} has at most {widest}-bit "
+                           f"vectors")
+    return asked
+
+
+def profile_target(profile) -> Target:
+    """The target of a compile profile (its device and vector width)."""
+    return target_for(profile.device, getattr(profile, "vector_bits", None))
+
+
+@functools.lru_cache(maxsize=None)
+def target_for(device: str, vector_bits: int | None = None, cpu: str | None = None) -> Target:
+    """The target for `device` at `vector_bits` (None: the device's widest). `cpu` names
+    another LLVM CPU for an ISA level (cross-compiling, e.g. ``sapphirerapids`` or
+    ``znver4`` for ``cpu-avx512``: the code is not run here, its assembly is read)."""
+    initialize()
+    triple = llvm.get_process_triple()
+    bits = vector_bits_for(device, vector_bits)
+    widest = widest_vector(device_features(device))
+    if device == "cpu":
+        return Target(device, triple, cpu or llvm.get_host_cpu_name(),
+                      llvm.get_host_cpu_features().flatten() + "," + width_features(bits),
+                      bits, widest)
     if not triple.startswith(("x86_64", "amd64")):
         raise ProfileError(f"llvm backend: device {device} is an x86-64 level, "
                            f"but this host is {triple}")
-    return Target(device, triple, ISA_LEVELS[device][0], "")
+    return Target(device, triple, cpu or ISA_LEVELS[device][0], width_features(bits), bits,
+                  widest)
+
+
+_DEFINE = re.compile(r"^(define [^\n]*?)\s*\{$", re.M)
+
+
+def with_width(ir_text: str, bits: int) -> str:
+    """`ir_text` with every function told the width (``prefer-vector-width``) and that
+    wider vector types need not be legal (``min-legal-vector-width``): explicit wide
+    values (an 8 x i64 address vector at 256 bits) are then split instead of using zmm."""
+    attrs = f'"prefer-vector-width"="{bits}" "min-legal-vector-width"="{bits}"'
+    return _DEFINE.sub(lambda m: f"{m.group(1)} {attrs} {{", ir_text)
 
 
 def parse(ir_text: str, target: Target) -> llvm.ModuleRef:
-    mod = llvm.parse_assembly(ir_text)
+    mod = llvm.parse_assembly(with_width(ir_text, target.vector_bits))
     mod.triple = target.triple
     mod.data_layout = str(target.machine.target_data)
     mod.verify()

@@ -28,21 +28,11 @@ class VectorConfig:
         return ir.VectorType(F32, self.lanes)
 
 
-#: ISA level -> vector shape (the host `cpu` is classified by its features)
-_LEVELS = {"cpu-avx512": VectorConfig(16, 32), "cpu-avx2": VectorConfig(8, 16),
-           "cpu-generic": VectorConfig(4, 16)}
-
-
 def vector_config(target) -> VectorConfig:
-    """The float32 vector shape code for `target` (a `rlx.backends.llvm.target.Target`) uses."""
-    if target.device in _LEVELS:
-        return _LEVELS[target.device]
-    feats = {f[1:] for f in target.features.split(",") if f.startswith("+")}
-    if "avx512f" in feats:
-        return _LEVELS["cpu-avx512"]
-    if "avx2" in feats and "fma" in feats:
-        return _LEVELS["cpu-avx2"]
-    return _LEVELS["cpu-generic"]
+    """The float32 vector shape code for `target` (a `rlx.backends.llvm.target.Target`) uses:
+    the width the profile chose (`Target.vector_bits`); 32 registers where the device has
+    AVX-512 (also when the profile asked for 256-bit vectors: AVX512-VL has 32 ymm)."""
+    return VectorConfig(target.vector_bits // 32, 32 if target.max_bits >= 512 else 16)
 
 
 class Vec:

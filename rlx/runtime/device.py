@@ -1,0 +1,24 @@
+"""What a profile's device resolves to on this machine, for reports (`rlx compile`,
+`rlx bench`, `rlx list presets`, `rlx segment`).
+
+The device is a name (`cpu`, an ISA level); what it means here -- the LLVM CPU,
+the vector width the generated code uses -- is decided by the llvm backend's
+target (`rlx.backends.llvm.target`). Showing it is how a user sees which code
+ran: the same profile runs 512-bit code on an AVX-512 CPU and 256-bit on AVX2.
+"""
+
+from __future__ import annotations
+
+
+def device_info(profile) -> dict:
+    """{device, cpu, vector_bits} of `profile` on this host."""
+    from rlx.backends.llvm.target import profile_target
+
+    target = profile_target(profile)
+    return {"device": profile.device, "cpu": target.cpu, "vector_bits": target.vector_bits}
+
+
+def device_summary(profile) -> str:
+    """One line, e.g. ``cpu (znver3, 256-bit vectors)``."""
+    info = device_info(profile)
+    return f"{info['device']} ({info['cpu']}, {info['vector_bits']}-bit vectors)"
