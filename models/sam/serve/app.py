@@ -6,6 +6,7 @@
     POST   /api/images                   multipart field "file" -> {id, width, height, encode_ms}
     POST   /api/images/{id}/masks        JSON prompt -> {masks: [{png, score, area}], best, ...}
     POST   /api/images/{id}/everything   every object: COCO-style annotations with RLE
+                                         (optional JSON: points_per_side, thresholds)
     DELETE /api/images/{id}              forget an image
 
 Every answer is JSON; every refusal is ``{"error", "field", "status"}`` with
@@ -29,15 +30,15 @@ from importlib import resources
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from .errors import ApiError
-from .prompts import parse_mask_request
+from .prompts import parse_everything_request, parse_mask_request
 from .service import SegmentService
-from .upload import decode_image, read_upload
+from .upload import decode_image, read_body, read_upload
 
 __all__ = ["create_app", "STATIC_DIR"]
 
@@ -56,6 +57,8 @@ def _api(handler):
             return await handler(request)
         except ApiError as e:
             return JSONResponse(e.body(), status_code=e.status)
+        except ClientDisconnect:  # the client went away mid-request: nobody to answer
+            return Response(status_code=400)
         except Exception as e:  # a bug: answer, log, keep serving
             log.exception("error in %s %s", request.method, request.url.path)
             return _error(500, f"internal error: {type(e).__name__}: {e}")
@@ -81,8 +84,7 @@ def create_app(service: SegmentService) -> Starlette:
     async def masks(request: Request) -> Response:
         t0 = time.perf_counter()
         entry = service.entry(request.path_params["id"])
-        body = await request.body()
-        req = parse_mask_request(body, entry.width, entry.height)
+        req = parse_mask_request(await read_body(request), entry.width, entry.height)
         out = await run_in_threadpool(service.masks, entry, req)
         payload = json.dumps(out, separators=(",", ":")).encode("ascii")
         total = (time.perf_counter() - t0) * 1e3
@@ -91,7 +93,8 @@ def create_app(service: SegmentService) -> Starlette:
 
     async def everything(request: Request) -> Response:
         entry = service.entry(request.path_params["id"])
-        out = await run_in_threadpool(service.everything, entry)
+        settings = parse_everything_request(await read_body(request))
+        out = await run_in_threadpool(service.everything, entry, settings)
         return JSONResponse(out)
 
     async def delete(request: Request) -> Response:
@@ -110,11 +113,10 @@ def create_app(service: SegmentService) -> Starlette:
         Route("/api/health", _api(health), methods=["GET"]),
         Route("/api/images", _api(upload), methods=["POST"]),
         Route("/api/images/{id}/masks", _api(masks), methods=["POST"]),
+        Route("/api/images/{id}/everything", _api(everything), methods=["POST"]),
         Route("/api/images/{id}", _api(delete), methods=["DELETE"]),
         Mount("/static", app=StaticFiles(directory=str(STATIC_DIR)), name="static"),
     ]
-    if hasattr(service, "everything"):
-        routes.insert(4, Route("/api/images/{id}/everything", _api(everything), methods=["POST"]))
     app = Starlette(routes=routes, exception_handlers={HTTPException: http_error})
     app.state.service = service
     return app

@@ -158,7 +158,7 @@ def run(args: argparse.Namespace) -> int:
     synthetic = args.checkpoint is None
     if synthetic:
         print(f"WARNING: {SYNTHETIC_NOTE}", file=sys.stderr)
-    progress = Progress(2 + len(START_BUCKETS))
+    progress = Progress(3 + len(START_BUCKETS))
     t0 = time.perf_counter()
     progress.start(f"{model}: weights, image encoder + neck")
     with warnings.catch_warnings():
@@ -172,6 +172,9 @@ def run(args: argparse.Namespace) -> int:
         progress.step()
     progress.start("a first click (post-processing kernels)")
     service.warm_up()
+    progress.step()
+    progress.start("segment everything: the batched prompt decoder")
+    service.warm_up_everything()
     progress.step()
     progress.finish()
     print(f"model {model} ready in {time.perf_counter() - t0:.1f} s (profile {profile.name}, "

@@ -1,4 +1,4 @@
-"""A mask request's JSON, checked field by field before it reaches the model.
+"""Request bodies (a mask request, segment-everything settings), checked field by field.
 
     {"points": [[x, y, label], ...], "box": [x0, y0, x1, y1] | null,
      "multimask": true, "refine": false}
@@ -24,7 +24,8 @@ import numpy as np
 from ..predict import MAX_POINTS
 from .errors import ApiError
 
-__all__ = ["MaskRequest", "parse_mask_request", "FIELDS"]
+__all__ = ["MaskRequest", "parse_mask_request", "FIELDS", "EverythingRequest",
+           "parse_everything_request", "EVERYTHING_FIELDS", "MAX_POINTS_PER_SIDE"]
 
 FIELDS = ("points", "box", "multimask", "refine")
 
@@ -73,17 +74,24 @@ def _flag(body: dict, name: str, default: bool) -> bool:
     return value
 
 
-def parse_mask_request(raw: bytes, width: int, height: int) -> MaskRequest:
-    """Parse and check a mask request for an image of ``width`` x ``height`` pixels."""
+def _object(raw: bytes, fields, empty_ok: bool = False) -> dict:
+    if empty_ok and not raw.strip():
+        return {}
     try:
         body = json.loads(raw)
     except (ValueError, UnicodeDecodeError) as e:
         raise _bad("body", f"malformed JSON: {e}") from None
     if not isinstance(body, dict):
-        raise _bad("body", "expected a JSON object with points, box, multimask, refine")
-    unknown = sorted(set(body) - set(FIELDS))
+        raise _bad("body", f"expected a JSON object with {', '.join(fields)}")
+    unknown = sorted(set(body) - set(fields))
     if unknown:
-        raise _bad(unknown[0], f"unknown field; the fields are {', '.join(FIELDS)}")
+        raise _bad(unknown[0], f"unknown field; the fields are {', '.join(fields)}")
+    return body
+
+
+def parse_mask_request(raw: bytes, width: int, height: int) -> MaskRequest:
+    """Parse and check a mask request for an image of ``width`` x ``height`` pixels."""
+    body = _object(raw, FIELDS)
 
     raw_points = body.get("points", [])
     if raw_points is None:
@@ -119,3 +127,38 @@ def parse_mask_request(raw: bytes, width: int, height: int) -> MaskRequest:
         raise _bad("points", "give at least one point or a box")
     return MaskRequest(points=points, box=box, multimask=_flag(body, "multimask", True),
                        refine=_flag(body, "refine", False))
+
+
+# ---- segment everything ---------------------------------------------------------------------
+
+#: the settings a client may change, with Meta's defaults
+EVERYTHING_FIELDS = {"points_per_side": 32, "pred_iou_thresh": 0.88,
+                     "stability_score_thresh": 0.95, "box_nms_thresh": 0.7}
+#: a bound on the work one request can ask for (64 x 64 = 4096 prompts)
+MAX_POINTS_PER_SIDE = 64
+
+
+@dataclass(frozen=True)
+class EverythingRequest:
+    points_per_side: int = 32
+    pred_iou_thresh: float = 0.88
+    stability_score_thresh: float = 0.95
+    box_nms_thresh: float = 0.7
+
+
+def parse_everything_request(raw: bytes) -> EverythingRequest:
+    """Optional JSON settings of a segment-everything request (an empty body: defaults)."""
+    body = _object(raw, tuple(EVERYTHING_FIELDS), empty_ok=True)
+    out = dict(EVERYTHING_FIELDS)
+    n = body.get("points_per_side", out["points_per_side"])
+    if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= MAX_POINTS_PER_SIDE:
+        raise _bad("points_per_side", f"expected a whole number in 1..{MAX_POINTS_PER_SIDE}, "
+                                      f"got {json.dumps(n)}")
+    out["points_per_side"] = n
+    for name in ("pred_iou_thresh", "stability_score_thresh", "box_nms_thresh"):
+        if name in body:
+            v = _number(body[name], name)
+            if not 0.0 <= v <= 1.0:
+                raise _bad(name, f"must be in [0, 1], got {v:g}")
+            out[name] = v
+    return EverythingRequest(**out)

@@ -11,6 +11,10 @@ One `SegmentService` wraps one compiled `Sam`. What may run at the same time:
   calls itself (`models.sam.prompt_graph.PromptDecoder`). So a click on an
   encoded image does not wait for another image's encoder; the two share
   the CPU.
+* **Segment everything** runs `models.sam.automatic.SamAutomaticMaskGenerator`
+  on the kept embedding (no encoder pass), one request at a time
+  (``_everything_lock``: its batched decoder graphs run one call at a
+  time); clicks go ahead meanwhile.
 * The state a `SamPredictor` keeps for its one image (embedding, original
   and input size) lives in each cache entry instead, and a click runs
   `models.sam.predict.predict_from_embedding` on it -- the function
@@ -40,7 +44,7 @@ from .embeddings import EmbeddingCache, ImageEntry, new_image_id
 from .errors import ApiError
 from .limits import ServeLimits
 from .png import mask_png
-from .prompts import MaskRequest
+from .prompts import EverythingRequest, MaskRequest
 
 __all__ = ["SegmentService", "SYNTHETIC_NOTE"]
 
@@ -64,6 +68,8 @@ class SegmentService:
                              f"cannot hold one {self.model_name} image ({one / 2**20:.1f} MB); "
                              "raise --cache-mb")
         self._encoder_lock = threading.Lock()
+        self._everything_lock = threading.Lock()
+        self._generators: Dict[EverythingRequest, object] = {}
         self._png_pool = ThreadPoolExecutor(max_workers=max(1, png_threads),
                                             thread_name_prefix="rlx-serve-png")
 
@@ -74,15 +80,32 @@ class SegmentService:
         for n, has_mask in buckets:
             self.decoder.bucket(n, has_mask)
 
-    def warm_up(self) -> None:
-        """One prediction on a blank embedding, so the first real click does not pay for
-        loading the post-processing kernels (numba's on-disk cache) and first-call set-up."""
+    def _blank(self) -> np.ndarray:
         c = self.config
         g = c.image_embedding_size
         blank = np.zeros((1, c.prompt_embed_dim, g, g), dtype=np.float32)
         blank.setflags(write=False)
-        predict_from_embedding(self.decoder, blank, (32, 48), np.array([[10.0, 10.0]]),
+        return blank
+
+    def warm_up(self) -> None:
+        """One prediction on a blank embedding, so the first real click does not pay for
+        loading the post-processing kernels (numba's on-disk cache) and first-call set-up."""
+        predict_from_embedding(self.decoder, self._blank(), (32, 48), np.array([[10.0, 10.0]]),
                                np.array([1]), multimask_output=True)
+
+    def warm_up_everything(self) -> None:
+        """Compile the segment-everything decoder (a full batch) on a blank embedding."""
+        from ..automatic import MAX_BATCH, SamAutomaticMaskGenerator
+        from ..model import SamPredictor
+        from ..predict import set_image_embedding
+
+        side = int(round(MAX_BATCH ** 0.5))
+        predictor = SamPredictor(self.sam)
+        set_image_embedding(predictor, self._blank(), (32, 48))
+        gen = SamAutomaticMaskGenerator(self.sam, points_per_side=side, output_mode="coco_rle",
+                                        progress=False)
+        with self._everything_lock:
+            gen.generate_from_predictor(predictor)
 
     def close(self) -> None:
         self._png_pool.shutdown(wait=False)
@@ -101,6 +124,7 @@ class SegmentService:
             "synthetic": bool(self.sam.synthetic),
             "warning": SYNTHETIC_NOTE if self.sam.synthetic else None,
             "image_size": self.config.image_size,
+            "everything": True,
             "cache": self.cache.stats(),
             "limits": {"max_upload_bytes": self.limits.max_upload_bytes,
                        "max_pixels": self.limits.max_pixels},
@@ -168,6 +192,42 @@ class SegmentService:
             "png_ms": round((time.perf_counter() - t1) * 1e3, 3),
         }
         return out
+
+    def generator(self, settings: EverythingRequest):
+        """The segment-everything generator for ``settings`` (COCO RLE output)."""
+        from ..automatic import SamAutomaticMaskGenerator
+
+        gen = self._generators.get(settings)
+        if gen is None:
+            if len(self._generators) >= 8:  # settings are few; do not let them pile up
+                self._generators.clear()
+            gen = SamAutomaticMaskGenerator(
+                self.sam, points_per_side=settings.points_per_side,
+                pred_iou_thresh=settings.pred_iou_thresh,
+                stability_score_thresh=settings.stability_score_thresh,
+                box_nms_thresh=settings.box_nms_thresh, output_mode="coco_rle", progress=False)
+            self._generators[settings] = gen
+        return gen
+
+    def everything(self, entry: ImageEntry, settings: Optional[EverythingRequest] = None) -> dict:
+        """The answer of ``POST /api/images/{id}/everything``: COCO-style annotations."""
+        from ..model import SamPredictor
+        from ..predict import set_image_embedding
+
+        t0 = time.perf_counter()
+        predictor = SamPredictor(self.sam)  # holds this image's embedding for the generator
+        set_image_embedding(predictor, entry.features, entry.original_size)
+        with self._everything_lock:
+            gen = self.generator(settings or EverythingRequest())
+            records = gen.generate_from_predictor(predictor)
+        annotations = [{"id": i + 1, "image_id": 1, "category_id": 1, "iscrowd": 0, **r}
+                       for i, r in enumerate(records)]
+        return {
+            "images": [{"id": 1, "width": entry.width, "height": entry.height}],
+            "annotations": annotations,
+            "categories": [{"id": 1, "name": "object"}],
+            "everything_ms": round((time.perf_counter() - t0) * 1e3, 3),
+        }
 
     def delete(self, image_id: str) -> None:
         if not self.cache.remove(image_id):

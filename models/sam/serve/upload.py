@@ -30,7 +30,10 @@ from ..image import check_bit_depth, load_image
 from .errors import ApiError
 from .limits import MB
 
-__all__ = ["read_upload", "decode_image"]
+__all__ = ["read_upload", "read_body", "decode_image", "MAX_JSON_BYTES"]
+
+#: largest JSON request body (a prompt is a few hundred bytes)
+MAX_JSON_BYTES = 1 * MB
 
 FIELD = "file"
 
@@ -80,6 +83,23 @@ async def read_upload(request, limit: int) -> bytes:
     if not data:
         raise ApiError(400, "the uploaded file is empty", FIELD)
     return data
+
+
+async def read_body(request, limit: int = MAX_JSON_BYTES) -> bytes:
+    """A (JSON) request body of at most ``limit`` bytes; 413 beyond, however it is sent."""
+    def too_large():
+        return ApiError(413, f"request body too large: the limit is {limit} bytes", "body")
+
+    length = request.headers.get("content-length")
+    if length is not None and length.isdigit() and int(length) > limit:
+        raise too_large()
+    chunks, total = [], 0
+    async for chunk in request.stream():
+        total += len(chunk)
+        if total > limit:
+            raise too_large()
+        chunks.append(chunk)
+    return b"".join(chunks)
 
 
 def decode_image(data: bytes, max_pixels: int) -> np.ndarray:

@@ -216,6 +216,56 @@ def test_refine_feeds_back_the_previous_best_low_res_mask(sam, client, images):
     assert not np.array_equal(want_masks[0], plain[0])  # the mask input did change the answer
 
 
+# ---- segment everything ----------------------------------------------------------------------------
+
+EVERYTHING = {"points_per_side": 6, "pred_iou_thresh": 0.0, "stability_score_thresh": 0.0,
+              "box_nms_thresh": 1.0}  # synthetic-ish weights: masks overlap, NMS keeps one
+
+
+def test_everything_is_the_automatic_mask_generator_as_coco(sam, client, uploaded, predictors):
+    from pycocotools import mask as mask_utils
+
+    from models.sam import SamAutomaticMaskGenerator
+
+    r = client.post(f"/api/images/{uploaded[0]}/everything", json=EVERYTHING)
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["images"] == [{"id": 1, "width": W, "height": H}]
+    assert body["categories"] == [{"id": 1, "name": "object"}]
+    want = SamAutomaticMaskGenerator(sam, **EVERYTHING, output_mode="binary_mask",
+                                     progress=False).generate_from_predictor(predictors[0])
+    anns = body["annotations"]
+    assert len(anns) == len(want) > 1
+    for k, (a, w) in enumerate(zip(anns, want)):
+        assert a["id"] == k + 1 and a["image_id"] == 1 and a["iscrowd"] == 0
+        rle = a["segmentation"]
+        assert rle["size"] == [H, W] and isinstance(rle["counts"], str)
+        m = mask_utils.decode({"size": rle["size"], "counts": rle["counts"].encode()}) > 0
+        np.testing.assert_array_equal(m, w["segmentation"])
+        assert a["area"] == w["area"] == int(m.sum())
+        assert a["bbox"] == w["bbox"] and a["predicted_iou"] == w["predicted_iou"]
+    assert body["everything_ms"] > 0
+
+
+@pytest.mark.parametrize("body, field", [
+    (b"{", "body"),
+    (b'{"points_per_side": 0}', "points_per_side"),
+    (b'{"points_per_side": 65}', "points_per_side"),
+    (b'{"points_per_side": 4.5}', "points_per_side"),
+    (b'{"pred_iou_thresh": 1.5}', "pred_iou_thresh"),
+    (b'{"stability_score_thresh": "high"}', "stability_score_thresh"),
+    (b'{"crop_n_layers": 1}', "crop_n_layers"),
+])
+def test_bad_everything_settings_are_422(client, uploaded, body, field):
+    r = client.post(f"/api/images/{uploaded[0]}/everything", content=body,
+                    headers={"content-type": "application/json"})
+    check_error(r, 422, field)
+
+
+def test_everything_on_an_unknown_id_is_404(client):
+    check_error(client.post("/api/images/0123456789abcdef/everything"), 404, "id")
+
+
 # ---- refusals ------------------------------------------------------------------------------------
 
 
@@ -302,6 +352,14 @@ def test_bad_prompts_are_422_naming_the_field(client, uploaded, case):
     r = client.post(f"/api/images/{uploaded[1]}/masks", content=body,
                     headers={"content-type": "application/json"})
     check_error(r, 422, field)
+
+
+def test_oversized_json_bodies_are_413(client, uploaded):
+    big = b'{"points": [[1, 2]], "pad": "' + b"x" * 1_100_000 + b'"}'
+    check_error(client.post(f"/api/images/{uploaded[0]}/masks", content=big,
+                            headers={"content-type": "application/json"}), 413, "body")
+    check_error(client.post(f"/api/images/{uploaded[0]}/everything", content=iter([big])),
+                413, "body")
 
 
 def test_a_crashing_request_is_500_and_the_server_lives_on(client, service, uploaded,

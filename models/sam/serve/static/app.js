@@ -210,7 +210,24 @@ function render() {
   const out = new ImageData(new Uint8ClampedArray(S.base.data), S.width, S.height);
   const d = out.data;
   if (S.everything) {
-    S.everything.bits.forEach((bits, k) => blend(d, bits, colour(k)));
+    // each pixel takes the colour of the smallest mask covering it (big masks first, small on
+    // top), blended once: overlapping masks do not wash the image out
+    const owner = new Int32Array(S.width * S.height).fill(-1);
+    const order = S.everything.bits.map((b, k) => k)
+      .sort((a, b) => S.everything.areas[b] - S.everything.areas[a]);
+    for (const k of order) {
+      const bits = S.everything.bits[k];
+      for (let i = 0; i < bits.length; i++) if (bits[i]) owner[i] = k;
+    }
+    const colours = S.everything.bits.map((b, k) => colour(k));
+    for (let i = 0, j = 0; i < owner.length; i++, j += 4) {
+      const k = owner[i];
+      if (k < 0) continue;
+      const rgb = colours[k];
+      d[j] = (d[j] + rgb[0] + 1) >> 1;
+      d[j + 1] = (d[j + 1] + rgb[1] + 1) >> 1;
+      d[j + 2] = (d[j + 2] + rgb[2] + 1) >> 1;
+    }
   } else if (S.masks.length) {
     blend(d, S.masks[S.selected].bits, TINT);
   }
@@ -318,11 +335,17 @@ async function everything() {
   const timer = setInterval(() => status(`Segmenting everything... ` +
     `${((performance.now() - t0) / 1000).toFixed(1)} s`), 100);
   try {
-    const r = await api("POST", `/api/images/${S.id}/everything`);
+    const r = await api("POST", `/api/images/${S.id}/everything`, {
+      points_per_side: parseInt($("pps").value, 10),
+      pred_iou_thresh: parseFloat($("iou-thresh").value),
+      stability_score_thresh: parseFloat($("stab-thresh").value),
+      box_nms_thresh: parseFloat($("nms-thresh").value),
+    });
     S.history.push({ points: S.points.slice(), box: S.box });
     S.points = []; S.box = null; S.masks = [];
-    S.everything = { response: r, bits: r.annotations.map((a) => rleDecode(a.segmentation)) };
-    status(`${r.annotations.length} masks in ${(performance.now() - t0) / 1000 | 0} s`);
+    S.everything = { response: r, bits: r.annotations.map((a) => rleDecode(a.segmentation)),
+                     areas: r.annotations.map((a) => a.area) };
+    status(`${r.annotations.length} masks in ${((performance.now() - t0) / 1000).toFixed(1)} s`);
     setState("ready");
     drawMarks(); render(); renderCandidates();
   } catch (e) {
