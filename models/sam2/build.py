@@ -103,12 +103,10 @@ def build_sam2(config: Union[str, Sam2Config] = "sam2.1_hiera_t", checkpoint: Ch
         from .weights import synthetic_weights
 
         weights = synthetic_weights(c, seed)
-    elif path is not None:
+    elif path is not None or isinstance(checkpoint, Mapping):
         from .weights import load_checkpoint
 
-        weights = load_checkpoint(os.fspath(path), c)
-    elif isinstance(checkpoint, Mapping):
-        weights = checkpoint
+        weights = load_checkpoint(os.fspath(path) if path is not None else checkpoint, c)
     else:
         raise RlxError(f"checkpoint must be a path, a mapping of tensors or None, "
                        f"got {type(checkpoint).__name__}")
