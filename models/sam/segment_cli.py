@@ -60,8 +60,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--checkpoint", metavar="PATH",
                    help="Meta SAM checkpoint (.pth) or .safetensors; without it: synthetic "
                         "weights (meaningless masks)")
-    p.add_argument("--model", default="vit_b", metavar="{vit_b,vit_l,vit_h}",
-                   help="model size matching the checkpoint (default vit_b)")
+    p.add_argument("--model", default="vit_b", metavar="{vit_b,vit_l,vit_h,sam2.1_hiera_t,...}",
+                   help="model matching the checkpoint (default vit_b); SAM 2 / 2.1 by Meta's "
+                        "config names: sam2_hiera_{t,s,b+,l}, sam2.1_hiera_{t,s,b+,l}")
     p.add_argument("--point", action="append", default=[], metavar="X,Y[,LABEL]",
                    help="a click in image pixels; LABEL 1 = foreground (default), "
                         "0 = background; repeat for several")
@@ -226,6 +227,10 @@ def _write_all(out_dir: Path, files: List[Tuple[str, bytes]]) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from models.sam2.predictor_cli import is_sam2_model, run_sam2
+
+    if is_sam2_model(args.model):  # sam2.1_hiera_t, ...: same arguments and files
+        return run_sam2(args)
     t_start = time.perf_counter()
     # 1. Everything that can be checked without the model.
     model = _model_name(args.model)
