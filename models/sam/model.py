@@ -169,6 +169,10 @@ class SamPredictor:
                              f"{type(sam_model).__name__}")
         self.model = sam_model
         self.reset_image()
+        # numba's one-time load for the mask post-processing overlaps set_image
+        from .postprocess_kernels import prefetch
+
+        prefetch()
 
     def set_image(self, image, image_format: str = "RGB") -> None:
         """Embed ``image``: an HxWx3 uint8 array (RGB or BGR), HxW grayscale, or a file path."""

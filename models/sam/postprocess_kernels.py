@@ -22,11 +22,12 @@ first use (numba, ``cache=True``: later processes load the machine code).
 
 from __future__ import annotations
 
-from functools import lru_cache
+import os
+import threading
 
 import numpy as np
 
-__all__ = ["BAND", "TAPS", "bands_of", "kernels", "taps_of"]
+__all__ = ["BAND", "TAPS", "bands_of", "kernels", "prefetch", "taps_of"]
 
 #: taps per output pixel: bilinear (2 taps) of bilinear (2 taps)
 TAPS = 4
@@ -77,9 +78,45 @@ def bands_of(m: np.ndarray, block: int = BAND):
     return base, bands
 
 
-@lru_cache(maxsize=None)
+_UNSET = object()
+_kernels = _UNSET
+_kernels_lock = threading.Lock()
+_prefetching: threading.Thread | None = None
+
+
 def kernels():
-    """(width, height_masks, height_logits) compiled functions, or None without numba."""
+    """(width, height_masks, height_logits) compiled functions, or None without numba.
+
+    Loaded once per process (thread-safe: a caller arriving while `prefetch`'s
+    thread loads them waits for that load instead of starting another)."""
+    global _kernels
+    with _kernels_lock:
+        if _kernels is _UNSET:
+            _kernels = _load()
+        return _kernels
+
+
+def prefetch() -> None:
+    """Load the kernels on a background thread, once per process.
+
+    Why: the first use of numba in a process costs about a second (its typing
+    and lowering registries, and the scipy import they pull in), even when the
+    machine code comes from numba's cache. A `SamPredictor` calls this when it
+    is created, so the load overlaps ``set_image`` (whose encoder runs in
+    native code, the GIL released) instead of delaying the first ``predict``.
+    ``RLX_SAM_PREFETCH=0`` turns it off (the load then happens on first use).
+    """
+    global _prefetching
+    if _kernels is not _UNSET or _prefetching is not None:
+        return
+    if os.environ.get("RLX_SAM_PREFETCH", "1") == "0":
+        return
+    _prefetching = threading.Thread(target=kernels, name="rlx-sam-postprocess-load",
+                                    daemon=True)
+    _prefetching.start()
+
+
+def _load():
     try:
         from numba import njit
         from numba import types as nt

@@ -21,6 +21,7 @@ from rlx.ir.analysis import graph_flops
 from rlx.ir.graph import Graph
 from rlx.passes import PassManager, PassOptions, default_pipeline, get_pass
 from rlx.passes.plan_memory import VIEW_OPS, plan_memory
+from rlx.runtime import plan_cache
 from rlx.runtime.plan import ExecutablePlan
 from rlx.runtime.profile import CompileProfile, resolve_profile
 
@@ -41,6 +42,9 @@ class CompileReport:
     passes: list = field(default_factory=list)
     #: kernels that needed no generated code (numpy calls), so they cannot be cache hits
     codeless_kernels: int = 0
+    #: the lowered graph and kernel descriptions came from the plan cache (no passes ran;
+    #: `pass_seconds` is then the time to load them)
+    plan_from_cache: bool = False
 
     @property
     def seconds(self) -> float:
@@ -112,20 +116,44 @@ def compile_graph(graph: Graph, profile: "CompileProfile | str | None" = None,
                   weights: Mapping[str, np.ndarray] | None = None) -> CompiledGraph:
     profile = resolve_profile(profile)
     backend = get_backend(profile.backend)
-    ctx = KernelContext(profile=profile, cache=_open_cache(profile))
+    cache = _open_cache(profile)
+    ctx = KernelContext(profile=profile, cache=cache)
     t0 = time.perf_counter()
-    lowered, pm = lower(graph, profile, backend)
+    # A warm start: the plan cache holds the lowered graph and every kernel's description
+    # (optional Backend methods kernel_state / restore_many; without them the kernels are
+    # compiled from the cached lowered graph, which still skips the passes).
+    key = record = None
+    if cache is not None:
+        key = plan_cache.plan_key(graph, profile, backend.name, cache)
+        record = plan_cache.load(cache, key)
+    if record is not None:
+        lowered, pass_records = record.lowered, record.passes
+        to_compile = sorted(i for i, s in record.kernels.items() if s is not None)
+        fallback = sorted(i for i, s in record.kernels.items() if s is None)
+    else:
+        lowered, pm = lower(graph, profile, backend)
+        pass_records = pm.records
+        to_compile, fallback = [], []
+        for i, node in enumerate(lowered.nodes):
+            if node.op in VIEW_OPS:
+                continue
+            (to_compile if backend.supports(node) else fallback).append(i)
     t1 = time.perf_counter()
-    to_compile, fallback, kernels = [], [], [None] * len(lowered.nodes)
-    for i, node in enumerate(lowered.nodes):
-        if node.op in VIEW_OPS:
-            continue
-        (to_compile if backend.supports(node) else fallback).append(i)
-    compiled = backend.compile_many([lowered.nodes[i] for i in to_compile], ctx)
+    kernels = [None] * len(lowered.nodes)
+    nodes = [lowered.nodes[i] for i in to_compile]
+    if record is not None and hasattr(backend, "restore_many"):
+        compiled = backend.restore_many(nodes, [record.kernels[i] for i in to_compile], ctx)
+    else:
+        compiled = backend.compile_many(nodes, ctx)
     for i, k in zip(to_compile, compiled):
         kernels[i] = k
     for i in fallback:
         kernels[i] = ReferenceKernel(lowered.nodes[i])
+    if key is not None and record is None:
+        describe = getattr(backend, "kernel_state", lambda node, kernel, ctx: True)
+        states = {i: describe(lowered.nodes[i], k, ctx) for i, k in zip(to_compile, compiled)}
+        states.update((i, None) for i in fallback)
+        plan_cache.store(cache, key, plan_cache.PlanRecord(lowered, pass_records, states))
     t2 = time.perf_counter()
     memory = plan_memory(lowered)
     # A backend may ask for a setting around each call (numba: OpenBLAS at one thread for
@@ -137,8 +165,9 @@ def compile_graph(graph: Graph, profile: "CompileProfile | str | None" = None,
         fallback_kernels=len(fallback),
         cached_kernels=sum(1 for k in compiled if k.info.from_cache),
         pass_seconds=t1 - t0, kernel_seconds=t2 - t1, arena_bytes=memory.arena_bytes,
-        flops=graph_flops(graph), passes=pm.records,
-        codeless_kernels=sum(1 for k in compiled if not k.info.extra.get("compiled", True)))
+        flops=graph_flops(graph), passes=pass_records,
+        codeless_kernels=sum(1 for k in compiled if not k.info.extra.get("compiled", True)),
+        plan_from_cache=record is not None)
     cg = CompiledGraph(graph, lowered, plan, profile, report, backend, ctx)
     if weights is not None:
         cg.bind(weights)

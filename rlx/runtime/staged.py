@@ -90,6 +90,8 @@ class StagedGraph:
                 merged[f.name] = len(self.hir.nodes)
             elif f.name == "flops":
                 merged[f.name] = graph_flops(self.hir)
+            elif f.name == "plan_from_cache":
+                merged[f.name] = all(vals)
             else:
                 merged[f.name] = sum(vals)
         return CompileReport(**merged)

@@ -1,0 +1,150 @@
+"""Warm start of ``rlx segment``: a fresh process, a warm kernel cache, one click.
+
+    env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE \\
+        python -m benchmarks.bench_warm_start --repeat 5
+    # before/after: a second source tree (e.g. `git archive <old> | tar -x -C /tmp/old`)
+    env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE \\
+        python -m benchmarks.bench_warm_start --tree /tmp/old --tree . --repeat 5
+
+Every measurement is a fresh Python process that does what ``rlx segment
+IMAGE --point X,Y`` does (ViT-B, synthetic weights, default profile) and
+reports, like the command's ``result.json``:
+
+* ``import``: importing the SAM package;
+* ``load_model``: ``build_sam`` (synthetic weights drawn, encoder and neck
+  compiled -- with a warm cache: plans and kernels read from disk);
+* ``set_image``: preprocessing and the encoder (or, with ``--no-encoder``, a
+  random embedding handed over with ``set_image_embedding``);
+* ``first_predict``: the first ``predict`` (the prompt graph's compile, a
+  cache hit, its first run, post-processing to the image size);
+* ``second_predict``: the same click again: the steady-state floor.
+
+Each tree gets its own kernel cache directory, warmed by one unmeasured run;
+then the trees' runs are interleaved (A B A B ...) so that load from other
+work on the machine hits them alike. Medians and the spread (min-max) are
+printed; ``--json`` writes every sample. Nothing passes or fails on speed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+SAMPLE = ROOT / "models" / "sam" / "assets" / "sample.png"
+PHASES = ("import", "load_model", "set_image", "first_predict", "second_predict")
+
+#: the measured child: prints one JSON line of phase -> seconds
+CHILD = r"""
+import json, sys, time, warnings
+t0 = time.perf_counter()
+import numpy as np
+from models.sam.image import load_image
+from models.sam.model import SamPredictor, build_sam
+from models.sam.predict import predict_detailed, set_image_embedding
+from models.sam.weights import SyntheticWeightsWarning
+t1 = time.perf_counter()
+image_path, model, encoder, x, y = sys.argv[1], sys.argv[2], sys.argv[3] == "1", *map(float, sys.argv[4:6])
+warnings.simplefilter("ignore", SyntheticWeightsWarning)
+sam = build_sam(model, checkpoint=None, profile="default")
+t2 = time.perf_counter()
+predictor = SamPredictor(sam)
+image = load_image(image_path)
+if encoder:
+    predictor.set_image(image)
+else:
+    c = sam.config
+    emb = np.random.default_rng(0).standard_normal(
+        (1, c.prompt_embed_dim, c.image_embedding_size, c.image_embedding_size), np.float32)
+    set_image_embedding(predictor, emb, image.shape[:2])
+t3 = time.perf_counter()
+pts, labels = np.array([[x, y]]), np.array([1])
+predict_detailed(predictor, pts, labels, None, None, multimask_output=True)
+t4 = time.perf_counter()
+predict_detailed(predictor, pts, labels, None, None, multimask_output=True)
+t5 = time.perf_counter()
+print(json.dumps({"import": t1 - t0, "load_model": t2 - t1, "set_image": t3 - t2,
+                  "first_predict": t4 - t3, "second_predict": t5 - t4}))
+"""
+
+
+def run_child(tree: Path, cache: Path, args) -> dict:
+    env = dict(os.environ, RLX_CACHE_DIR=str(cache), PYTHONPATH=str(tree))
+    res = subprocess.run(
+        [sys.executable, "-c", CHILD, str(args.image), args.model,
+         "0" if args.no_encoder else "1", str(args.point[0]), str(args.point[1])],
+        cwd=str(tree), env=env, capture_output=True, text=True, timeout=args.timeout)
+    if res.returncode != 0:
+        raise SystemExit(f"run in {tree} failed (exit {res.returncode}):\n{res.stderr[-3000:]}")
+    return json.loads(res.stdout.strip().splitlines()[-1])
+
+
+def summarize(samples: list[dict]) -> dict:
+    return {p: {"median": statistics.median(s[p] for s in samples),
+                "min": min(s[p] for s in samples), "max": max(s[p] for s in samples)}
+            for p in PHASES}
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--tree", action="append", type=Path, default=[],
+                   help="source tree to measure (repeatable; default: this one)")
+    p.add_argument("--repeat", "-n", type=int, default=5, help="measured runs per tree")
+    p.add_argument("--model", default="vit_b")
+    p.add_argument("--image", type=Path, default=SAMPLE)
+    p.add_argument("--point", type=lambda s: tuple(float(v) for v in s.split(",")),
+                   default=(470.0, 240.0), help="X,Y of the click")
+    p.add_argument("--no-encoder", action="store_true",
+                   help="skip the encoder (a random embedding): quicker, same load/predict")
+    p.add_argument("--cache-root", type=Path, default=None,
+                   help="where the per-tree kernel caches go (default: a temp dir, removed)")
+    p.add_argument("--timeout", type=float, default=900)
+    p.add_argument("--json", type=Path, default=None, help="write every sample here")
+    args = p.parse_args(argv)
+    trees = [t.resolve() for t in (args.tree or [ROOT])]
+    tmp = None
+    if args.cache_root is None:
+        tmp = tempfile.TemporaryDirectory(prefix="rlx-warm-start-")
+        args.cache_root = Path(tmp.name)
+    caches = [args.cache_root / f"tree{i}" for i in range(len(trees))]
+    samples: dict[int, list] = {i: [] for i in range(len(trees))}
+    try:
+        for i, tree in enumerate(trees):
+            print(f"warming the cache of {tree} ...", file=sys.stderr, flush=True)
+            run_child(tree, caches[i], args)
+        for r in range(args.repeat):
+            for i, tree in enumerate(trees):
+                s = run_child(tree, caches[i], args)
+                samples[i].append(s)
+                print(f"run {r + 1}/{args.repeat} {tree.name or tree}: " +
+                      ", ".join(f"{k} {v:.3f}" for k, v in s.items()), file=sys.stderr,
+                      flush=True)
+    finally:
+        if tmp is not None:
+            tmp.cleanup()
+    print(f"warm start of `rlx segment` ({args.model}, synthetic weights, "
+          f"{'no encoder' if args.no_encoder else 'encoder'}), fresh process each, "
+          f"{args.repeat} runs per tree; median s (min-max)")
+    print(f"{'tree':<28}" + "".join(f"{ph:>22}" for ph in PHASES))
+    results = {}
+    for i, tree in enumerate(trees):
+        summary = summarize(samples[i])
+        results[str(tree)] = {"summary": summary, "samples": samples[i]}
+        cells = "".join(f"{summary[ph]['median']:>8.3f} ({summary[ph]['min']:.2f}-"
+                        f"{summary[ph]['max']:.2f})" for ph in PHASES)
+        print(f"{str(tree)[-28:]:<28}{cells}")
+    if args.json:
+        args.json.write_text(json.dumps({"model": args.model, "repeat": args.repeat,
+                                         "encoder": not args.no_encoder,
+                                         "trees": results}, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,131 @@
+"""The compiled-plan cache: a warm start skips the passes and the kernel code generator.
+
+The kernel cache already keeps every kernel's machine code, but a fresh
+process still re-runs the whole pass pipeline (a third of a second for SAM's
+encoder) and regenerates each kernel's IR only to find that its object is on
+disk. This cache keeps what compiling a graph *decided*: the lowered graph,
+the pass records, which nodes fell back to the reference kernels, and each
+backend kernel's description (for llvm: its spec and generated IR). A hit
+hands those straight to the backend, which links the cached objects.
+
+Key: sha256 over the HIR graph's text (`rlx.ir.printer`; weights by name, so
+a new checkpoint is still a hit), the compile profile (every field, plus the
+effective thread count), the backend, the kernel store's fingerprint (device,
+host CPU and features, Python and numpy versions) and the source of the
+compiler itself (every ``rlx/**/*.py``): a pass that changes is a miss, not a
+stale plan.
+
+One entry is one pickle in the kernel store (namespace ``plan``), under the
+store's checksummed manifest: a truncated, edited or unreadable entry is wiped
+and the graph compiled from scratch (nothing raises). Pickle is safe here for
+the same reason linking the cached objects is: the store is this user's own
+directory and holds native code already; nothing from a checkpoint or a
+request ever reaches it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import io
+import json
+import pickle
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+
+from rlx.ir.graph import Graph
+from rlx.ir.printer import print_graph
+
+__all__ = ["NAMESPACE", "PlanRecord", "code_version", "load", "plan_key", "store"]
+
+NAMESPACE = "plan"
+FILE = "plan.pkl"
+#: bump when the record's layout changes
+FORMAT = 1
+
+
+@dataclass
+class PlanRecord:
+    """What compiling one graph decided, enough to rebuild its plan without passes."""
+
+    lowered: Graph
+    passes: list
+    #: node index -> the backend's description of its kernel (None: reference fallback)
+    kernels: dict = field(default_factory=dict)
+    format: int = FORMAT
+
+
+@lru_cache(maxsize=1)
+def code_version() -> str:
+    """sha256 over the source of the rlx package (read once per process)."""
+    root = Path(__file__).resolve().parents[1]
+    h = hashlib.sha256()
+    for path in sorted(root.rglob("*.py")):
+        h.update(str(path.relative_to(root)).encode())
+        h.update(b"\0")
+        try:
+            h.update(path.read_bytes())
+        except OSError:  # pragma: no cover - a file vanished while we read the tree
+            continue
+        h.update(b"\0")
+    return h.hexdigest()
+
+
+#: profile fields that do not change a compiled plan (what it is called, where it came
+#: from, where and how big the store is)
+NOT_IN_KEY = frozenset({"name", "source", "cache_dir", "cache_max_mb"})
+
+
+def _profile_facts(profile) -> dict:
+    facts = {f.name: getattr(profile, f.name) for f in dataclasses.fields(profile)
+             if f.name not in NOT_IN_KEY}
+    facts["effective_threads"] = profile.effective_threads
+    return {k: repr(v) for k, v in facts.items()}
+
+
+def plan_key(graph: Graph, profile, backend_name: str, cache) -> str:
+    """The plan-cache key of compiling `graph` under `profile` into `cache`'s store."""
+    h = hashlib.sha256()
+    h.update(json.dumps({"format": FORMAT, "backend": backend_name,
+                         "profile": _profile_facts(profile), "code": code_version(),
+                         "store": cache.fingerprint}, sort_keys=True).encode())
+    h.update(b"\0")
+    h.update(print_graph(graph).encode("utf-8"))
+    return h.hexdigest()
+
+
+def load(cache, key: str) -> PlanRecord | None:
+    """The record stored under `key`, or None (missing, damaged: a damaged one is wiped)."""
+    entry = cache.entry(NAMESPACE, key)
+    if not entry.valid():
+        return None
+    try:
+        record = pickle.loads((entry.path / FILE).read_bytes())
+        if not isinstance(record, PlanRecord) or record.format != FORMAT:
+            raise ValueError("not a plan record of this format")
+        return record
+    except Exception:  # damaged despite the checksum, or from another code version
+        with entry.locked():
+            entry.wipe()
+        return None
+
+
+def store(cache, key: str, record: PlanRecord) -> bool:
+    """Write `record` under `key` (temp file + rename, sealed last). False if not picklable."""
+    from rlx.utils.fs import atomic_write_bytes
+
+    buf = io.BytesIO()
+    try:
+        pickle.dump(record, buf, protocol=pickle.HIGHEST_PROTOCOL)
+    except Exception:  # a kernel description that cannot be pickled: just no plan cache
+        return False
+    entry = cache.entry(NAMESPACE, key)
+    with entry.locked():
+        if entry.valid():  # another process stored it first
+            return True
+        entry.wipe()
+        entry.path.mkdir(parents=True, exist_ok=True)
+        atomic_write_bytes(entry.path / FILE, buf.getvalue())
+        entry.seal()
+    return True
