@@ -4,6 +4,8 @@
     rlx segment photo.jpg --checkpoint sam_vit_b_01ec64.pth --box 80,40,600,470 \\
         --point 300,200,0 --multimask --out masks/
 
+``--everything`` segments everything instead (`models.sam.automatic_cli`).
+
 Writes into ``--out``: ``mask_<i>.png`` per returned mask (8-bit, 255 = in
 the mask), ``overlay.png`` (the highest-scoring mask tinted over the image,
 with the prompt drawn on top) and ``result.json`` (scores, prompt, timings,
@@ -77,6 +79,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "else 'default')")
     p.add_argument("--seed", type=str, default="0", help=argparse.SUPPRESS)
     p.add_argument("--out", required=True, metavar="DIR", help="output directory")
+    from .automatic_cli import add_everything_arguments
+
+    add_everything_arguments(p)
 
 
 def _numbers(text: str, what: str, form: str, counts: Tuple[int, ...]) -> List[float]:
@@ -227,6 +232,10 @@ def _write_all(out_dir: Path, files: List[Tuple[str, bytes]]) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    if getattr(args, "everything", False):
+        from .automatic_cli import run_everything
+
+        return run_everything(args)
     from models.sam2.predictor_cli import is_sam2_model, run_sam2
 
     if is_sam2_model(args.model):  # sam2.1_hiera_t, ...: same arguments and files

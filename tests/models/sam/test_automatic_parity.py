@@ -18,9 +18,7 @@ the official generator's own output in that mode; RLEs must also decode
 (pycocotools) to our binary masks.
 
 ``torchvision`` is not installable here (tests/support/torchvision_shim.py);
-the official generator's two box ops are given a plain torch implementation
-of their documented semantics (greedy NMS, IoU > threshold suppresses,
-stable descending score order).
+the official generator's two box ops come from `tests.support.torch_box_ops`.
 """
 
 from __future__ import annotations
@@ -35,7 +33,7 @@ from pycocotools import mask as mask_utils
 from models.sam.automatic import SamAutomaticMaskGenerator
 from models.sam.config import small_config
 from models.sam.model import build_sam
-from tests.support import official_sam, synthetic_images
+from tests.support import official_sam, synthetic_images, torch_box_ops
 
 import segment_anything.automatic_mask_generator as official_amg  # noqa: E402  (after the shim)
 
@@ -48,33 +46,10 @@ IOU_TOL = 1e-3
 MIN_MASK_IOU = 0.9
 
 
-def reference_box_area(boxes: torch.Tensor) -> torch.Tensor:
-    return (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
-
-
-def reference_batched_nms(boxes, scores, idxs, iou_threshold):
-    """torchvision.ops.batched_nms semantics: greedy per category, best score first."""
-    b = boxes.float()
-    area = reference_box_area(b)
-    order = torch.sort(scores, descending=True, stable=True).indices
-    removed = torch.zeros(len(b), dtype=torch.bool)
-    keep = []
-    for i in order.tolist():
-        if removed[i]:
-            continue
-        keep.append(i)
-        w = (torch.minimum(b[i, 2], b[:, 2]) - torch.maximum(b[i, 0], b[:, 0])).clamp(min=0)
-        h = (torch.minimum(b[i, 3], b[:, 3]) - torch.maximum(b[i, 1], b[:, 1])).clamp(min=0)
-        inter = w * h
-        iou = inter / (area[i] + area - inter)
-        removed |= (iou > iou_threshold) & (idxs == idxs[i])
-    return torch.tensor(keep, dtype=torch.int64)
-
-
 @pytest.fixture(autouse=True)
 def official_box_ops(monkeypatch):
-    monkeypatch.setattr(official_amg, "batched_nms", reference_batched_nms)
-    monkeypatch.setattr(official_amg, "box_area", reference_box_area)
+    monkeypatch.setattr(official_amg, "batched_nms", torch_box_ops.batched_nms)
+    monkeypatch.setattr(official_amg, "box_area", torch_box_ops.box_area)
 
 
 @functools.lru_cache(maxsize=None)

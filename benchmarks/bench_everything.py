@@ -1,0 +1,177 @@
+"""Segment everything: rlx's SamAutomaticMaskGenerator against Meta's, in one run.
+
+    env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE \\
+        python -m benchmarks.bench_everything --model vit_b --threads 2 --repeat 1 \\
+            --crop-layers 0,1 --json out.json
+
+Both generators get the same weights (the official model re-drawn from
+``--seed``, saved as a Meta ``.pth`` that rlx loads with its own loader), the
+same synthetic 1500 x 2000 (HxW) image and the default parameters (32 x 32
+grid, batches of 64, no crops unless ``--crop-layers``). Reported per system:
+
+* ``generate_s``: the whole ``generate(image)`` call (encoder included);
+* ``after_encoder_s``: the same minus the time spent encoding (the
+  official ``SamPredictor.set_image`` calls, timed by wrapping the method;
+  rlx's ``timings["encoder"]``);
+* ``peak_rss_mb``: the process's peak resident memory (model, compile,
+  generate), each measurement being a fresh process;
+* the number of masks.
+
+rlx compiles its graphs before the timed call (a warm-up ``generate`` on a
+small image: the bucket graphs and kernels), as a server or dataset job
+would have. The official generator needs torchvision's ``batched_nms``,
+which cannot be installed beside the pinned torch here: it gets
+`tests.support.torch_box_ops` (plain torch NMS; a few ms of the total).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+IMAGE_HW = (1500, 2000)
+
+
+def _image():
+    from tests.support import synthetic_images
+
+    return synthetic_images.make_image(*IMAGE_HW, seed=0)
+
+
+def _peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def child(system: str, model: str, checkpoint: str, crop_layers: int, threads: int) -> dict:
+    import numpy as np  # noqa: F401
+
+    image = _image()
+    if system == "official":
+        from tests.support import torchvision_shim
+
+        torchvision_shim.install()
+        import torch
+
+        torch.set_num_threads(threads)
+        from segment_anything import sam_model_registry
+        from segment_anything.automatic_mask_generator import SamAutomaticMaskGenerator
+
+        from tests.support import torch_box_ops
+
+        torch_box_ops.install()
+        sam = sam_model_registry[model](checkpoint=checkpoint).eval()
+        gen = SamAutomaticMaskGenerator(sam, crop_n_layers=crop_layers)
+        enc = {"s": 0.0}
+        orig = gen.predictor.set_image
+
+        def timed_set_image(*a, **k):
+            t = time.perf_counter()
+            orig(*a, **k)
+            enc["s"] += time.perf_counter() - t
+
+        gen.predictor.set_image = timed_set_image
+        t0 = time.perf_counter()
+        with torch.no_grad():
+            records = gen.generate(image)
+        total = time.perf_counter() - t0
+        encoder = enc["s"]
+        steps = {}
+    else:
+        import warnings
+
+        from models.sam import SamAutomaticMaskGenerator, build_sam
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            sam = build_sam(model, checkpoint=checkpoint, profile="default")
+        gen = SamAutomaticMaskGenerator(sam, crop_n_layers=crop_layers, progress=False)
+        gen.generate(image[:300, :400])  # warm-up: compile the bucket graphs and kernels
+        t0 = time.perf_counter()
+        records = gen.generate(image)
+        total = time.perf_counter() - t0
+        encoder = gen.timings.get("encoder", 0.0)
+        steps = dict(gen.timings)
+    return {"system": system, "crop_layers": crop_layers, "generate_s": total,
+            "encoder_s": encoder, "after_encoder_s": total - encoder, "masks": len(records),
+            "steps": steps, "peak_rss_mb": _peak_rss_mb()}
+
+
+def _run_child(system, model, checkpoint, crop_layers, threads, log) -> dict:
+    env = dict(os.environ)
+    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "RLX_THREADS",
+                "NUMBA_NUM_THREADS"):
+        env[var] = str(threads)
+    cmd = [sys.executable, "-m", "benchmarks.bench_everything", "--child", system,
+           "--model", model, "--checkpoint", checkpoint, "--crop-layers", str(crop_layers),
+           "--threads", str(threads)]
+    out = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    if out.returncode != 0:
+        raise RuntimeError(f"{system} child failed:\n{out.stderr[-3000:]}")
+    res = json.loads(out.stdout.strip().splitlines()[-1])
+    log(f"  {system:8s} crops={crop_layers}: generate {res['generate_s']:.2f} s, after encoder "
+        f"{res['after_encoder_s']:.2f} s, {res['masks']} masks, peak RSS "
+        f"{res['peak_rss_mb']:.0f} MB {res['steps'] and {k: round(v, 2) for k, v in res['steps'].items()}}")
+    return res
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--model", default="vit_b")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--repeat", type=int, default=1)
+    p.add_argument("--crop-layers", default="0", help="comma-separated, e.g. 0,1")
+    p.add_argument("--systems", default="rlx,official")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", default=None)
+    p.add_argument("--child", default=None, help=argparse.SUPPRESS)
+    p.add_argument("--checkpoint", default=None, help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    if args.child:
+        print(json.dumps(child(args.child, args.model, args.checkpoint, int(args.crop_layers),
+                               args.threads)))
+        return 0
+
+    def log(msg):
+        print(msg, flush=True)
+
+    from tests.support import official_sam
+
+    tmp = tempfile.mkdtemp(prefix="bench_everything_")
+    ckpt = os.path.join(tmp, f"sam_{args.model}_seed{args.seed}.pth")
+    official_sam.save_official_checkpoint(official_sam.build_official(args.model, args.seed), ckpt)
+    systems = args.systems.split(",")
+    results = []
+    for crops in [int(c) for c in args.crop_layers.split(",")]:
+        log(f"crop_n_layers={crops}, {args.model}, {args.threads} threads, image "
+            f"{IMAGE_HW[0]}x{IMAGE_HW[1]}")
+        runs = {s: [] for s in systems}
+        for _ in range(args.repeat):
+            for s in systems:  # interleaved
+                runs[s].append(_run_child(s, args.model, ckpt, crops, args.threads, log))
+        summary = {s: {k: statistics.median(r[k] for r in rs)
+                       for k in ("generate_s", "after_encoder_s", "encoder_s", "peak_rss_mb",
+                                 "masks")} for s, rs in runs.items()}
+        if "rlx" in summary and "official" in summary:
+            ratio = summary["rlx"]["generate_s"] / summary["official"]["generate_s"]
+            ratio_after = (summary["rlx"]["after_encoder_s"]
+                           / summary["official"]["after_encoder_s"])
+            log(f"  rlx / official: generate {ratio:.3f}x, after encoder {ratio_after:.3f}x")
+            summary["ratio_generate"] = ratio
+            summary["ratio_after_encoder"] = ratio_after
+        results.append({"crop_layers": crops, "runs": runs, "summary": summary})
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"model": args.model, "threads": args.threads, "image": IMAGE_HW,
+                       "results": results}, f, indent=1)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
