@@ -75,3 +75,26 @@ def test_cli_exit_code(image_path, tmp_path):
     assert proc.returncode == 2, proc.stderr
     assert "outside the 120x90 image" in proc.stderr
     assert not (tmp_path / "o").exists()
+
+
+def test_zoo_registration():
+    """The zoo knows every config by zoo name and Meta's names; subgraphs build; bench peer."""
+    from models.sam2.registration import MODEL_NAMES
+    from rlx import zoo
+
+    spec = zoo.get_model("sam2.1-hiera-t")
+    assert zoo.get_model("sam2.1_hiera_tiny") is spec and zoo.get_model("sam2.1_hiera_t") is spec
+    assert set(MODEL_NAMES.values()) <= {s.name for s in zoo.list_models()}
+    assert list(spec.subgraphs) == ["image_features", "prompt_to_masks", "prompt_to_masks_box_mask"]
+    graph = spec.build("prompt_to_masks")
+    assert [v.name for v in graph.inputs] == ["image_embed", "high_res_0", "high_res_1", "sparse"]
+    assert "torch" in spec.peers
+
+
+def test_dump_ir_command():
+    proc = subprocess.run([sys.executable, "-m", "rlx.cli", "dump-ir", "sam2.1-hiera-t",
+                           "--subgraph", "prompt_to_masks_box_mask"],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert "@sam_mask_decoder.obj_score_token.weight" in proc.stdout
+    assert "%mask_input: f32[1,1,256,256]" in proc.stdout
