@@ -240,3 +240,13 @@ def test_a_truncated_entry_is_rebuilt(tmp_path):
     _, hit = cache.get_or_build("t", entry.key, lambda d: calls.append(
         (d / "obj.bin").write_bytes(b"fresh")))
     assert not hit and calls and (entry.path / "obj.bin").read_bytes() == b"fresh"
+
+
+def test_keys_include_the_host_feature_string(tmp_path, monkeypatch):
+    """A kernel built for one CPU's features is never reused on a CPU with others."""
+    a = KernelCache(tmp_path / "c")
+    assert a.fingerprint["features"] == kernel_store.host_cpu()[1]
+    name, features = kernel_store.host_cpu()
+    monkeypatch.setattr(kernel_store, "host_cpu", lambda: (name, features + ",+avx512f"))
+    b = KernelCache(tmp_path / "c")
+    assert a.key("kernel text") != b.key("kernel text")
