@@ -11,6 +11,7 @@ def add_arguments(p) -> None:
 
 def _preset_summary(profile) -> str:
     parts = [f"backend={profile.backend}", f"device={profile.device}",
+             f"precision={profile.precision}",
              f"fusion={'on' if profile.fusion else 'off'}", f"attention={profile.attention}"]
     if profile.vector_bits:
         parts.append(f"vector_bits={profile.vector_bits}")
@@ -44,10 +45,12 @@ def run(args) -> int:
     if args.what in ("all", "presets"):
         from rlx.runtime.profile import PRESETS
 
-        from rlx.runtime.device import device_summary
+        from rlx.runtime.device import device_info
 
         print("compile presets (rlx ... --profile NAME):")
         for name, profile in PRESETS.items():
             print(f"  {name:<24} {_preset_summary(profile)}")
-        print(f"  on this machine device {device_summary(PRESETS['default'])}")
+        info = device_info(PRESETS["default"])
+        units = "+".join(info["matrix_units"]) or "no bf16 units (precision bf16 unavailable)"
+        print(f"  device cpu here: {info['cpu']}, {info['vector_bits']}-bit vectors, {units}")
     return 0

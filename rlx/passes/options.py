@@ -19,3 +19,5 @@ class PassOptions:
     fuse_epilogues: bool = True
     #: verify the graph after every pass
     verify: bool = False
+    #: what matrix products compute in: "f32", or "bf16" (the `precision` pass marks them)
+    precision: str = "f32"

@@ -26,6 +26,7 @@ from rlx.passes.lower_windows import lower_windows
 from rlx.passes.narrow_rows import narrow_rows
 from rlx.passes.manager import Pass
 from rlx.passes.options import PassOptions
+from rlx.passes.precision import precision
 from rlx.passes.simplify_movement import simplify_movement
 
 PASSES: dict[str, Pass] = {p.name: p for p in [
@@ -44,6 +45,8 @@ PASSES: dict[str, Pass] = {p.name: p for p in [
     Pass("simplify-movement", simplify_movement, "collapse reshape/transpose chains"),
     Pass("cse", cse, "merge identical computations"),
     Pass("dce", dce, "drop unused nodes and weights"),
+    Pass("precision", precision,
+         "precision bf16: matmul/attention take bf16 operands, accumulate in f32"),
     Pass("fuse", fuse, "fusion: GEMM epilogues, then norms, then elementwise chains"),
     Pass("fuse-gemm", fuse_gemm, "matmul + bias/activation/scale/residual -> fused.gemm"),
     Pass("fuse-norm", fuse_norm, "layer_norm/softmax (+ cheap prologue/epilogue) -> fused.norm"),
@@ -76,4 +79,5 @@ def get_pass(name: str) -> Pass:
 def default_pipeline(options: PassOptions | None = None) -> list[str]:
     """Names of the passes a compile runs, in order."""
     fusion = ["fuse"] if options is None or options.fuse else []
-    return LOWERING + CLEANUP + fusion
+    bf16 = ["precision"] if options is not None and options.precision != "f32" else []
+    return LOWERING + CLEANUP + bf16 + fusion

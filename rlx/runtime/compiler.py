@@ -23,6 +23,7 @@ from rlx.passes import PassManager, PassOptions, default_pipeline, get_pass
 from rlx.passes.plan_memory import VIEW_OPS, plan_memory
 from rlx.runtime import plan_cache
 from rlx.runtime.plan import ExecutablePlan
+from rlx.runtime.device import check_device
 from rlx.runtime.profile import CompileProfile, resolve_profile
 
 
@@ -64,6 +65,7 @@ def pass_options(profile: CompileProfile, backend: Backend) -> PassOptions:
         fuse=profile.fusion,
         fuse_epilogues=profile.epilogue_fusion,
         verify=profile.verify,
+        precision=profile.precision,
     )
 
 
@@ -116,6 +118,7 @@ def compile_graph(graph: Graph, profile: "CompileProfile | str | None" = None,
                   weights: Mapping[str, np.ndarray] | None = None) -> CompiledGraph:
     profile = resolve_profile(profile)
     backend = get_backend(profile.backend)
+    check_device(profile)
     cache = _open_cache(profile)
     ctx = KernelContext(profile=profile, cache=cache)
     t0 = time.perf_counter()

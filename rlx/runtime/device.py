@@ -11,14 +11,29 @@ from __future__ import annotations
 
 
 def device_info(profile) -> dict:
-    """{device, cpu, vector_bits} of `profile` on this host."""
-    from rlx.backends.llvm.target import profile_target
+    """{device, cpu, vector_bits, matrix_units, precision} of `profile` on this host."""
+    from rlx.backends.llvm.target import matrix_units, profile_target
 
     target = profile_target(profile)
-    return {"device": profile.device, "cpu": target.cpu, "vector_bits": target.vector_bits}
+    return {"device": profile.device, "cpu": target.cpu, "vector_bits": target.vector_bits,
+            "matrix_units": list(matrix_units(profile.device)),
+            "precision": profile.precision}
 
 
 def device_summary(profile) -> str:
-    """One line, e.g. ``cpu (znver3, 256-bit vectors)``."""
+    """One line, e.g. ``cpu (znver3, 256-bit vectors, no bf16 units), precision f32``."""
     info = device_info(profile)
-    return f"{info['device']} ({info['cpu']}, {info['vector_bits']}-bit vectors)"
+    units = "+".join(info["matrix_units"]) or "no bf16 units"
+    return (f"{info['device']} ({info['cpu']}, {info['vector_bits']}-bit vectors, {units}), "
+            f"precision {info['precision']}")
+
+
+def check_device(profile) -> None:
+    """A ProfileError when a compiled backend is asked for a precision the profile's device
+    lacks the matrix units for (the reference interpreter emulates bf16 anywhere: it is
+    the ground truth)."""
+    if profile.backend == "reference" or profile.precision == "f32":
+        return
+    from rlx.backends.llvm.target import check_precision
+
+    check_precision(profile.device, profile.precision, profile.name)

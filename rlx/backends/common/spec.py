@@ -433,8 +433,19 @@ def _attention_from_body(body: Graph, block: int) -> AttentionSpec | None:
 # ---- entry point ----------------------------------------------------------------------------
 
 
+def reduced_precision(node: Node) -> bool:
+    """True when `node` (or an op in its fused body) computes a product in bf16
+    (`rlx.passes.precision`): a kernel for it must round its operands exactly so."""
+    nodes = node.body.nodes if node.op == "fused" else [node]
+    return any(n.attrs.get("precision", "f32") != "f32" for n in nodes)
+
+
 def describe(node: Node, attention_block: int = 256) -> KernelSpec | None:
-    """The kernel spec of `node`, or None if it is not supported natively."""
+    """The kernel spec of `node`, or None if it is not supported natively (bf16 products
+    included: the specs describe f32 kernels; those nodes run on the reference kernel,
+    which computes the bf16 semantics)."""
+    if reduced_precision(node):
+        return None
     try:
         _check_dtypes(node.inputs)
         _check_dtypes(node.outputs)

@@ -35,12 +35,20 @@ import llvmlite.binding as llvm
 from rlx.errors import ProfileError
 
 _AVX512 = ("avx512f", "avx512bw", "avx512dq", "avx512vl")
-#: device -> (LLVM CPU name, required host features to *run* the code)
+_BF16 = ("avx512bf16",)
+_AMX = ("amx-tile", "amx-bf16")
+#: device -> (LLVM CPU name, required host features to *run* the code); the levels past
+#: cpu-avx512 name the matrix units (bf16 dot products: Zen 4/5, Sapphire/Emerald Rapids;
+#: AMX tiles: Sapphire/Emerald/Granite Rapids), added to x86-64-v4 as LLVM features
 ISA_LEVELS = {
     "cpu-generic": ("x86-64", ()),
     "cpu-avx2": ("x86-64-v3", ("avx2", "fma", "bmi2")),
     "cpu-avx512": ("x86-64-v4", _AVX512),
+    "cpu-avx512-bf16": ("x86-64-v4", _AVX512 + _BF16),
+    "cpu-amx": ("x86-64-v4", _AVX512 + _BF16 + _AMX),
 }
+#: features past the ISA level's CPU name that a device level adds to the feature string
+_EXTRA = {"cpu-avx512-bf16": _BF16, "cpu-amx": _BF16 + _AMX}
 #: the widths a profile may ask for
 VECTOR_BITS = (128, 256, 512)
 
@@ -127,6 +135,35 @@ def device_features(device: str) -> set[str]:
     return set(ISA_LEVELS[device][1])
 
 
+def matrix_units(device: str) -> tuple[str, ...]:
+    """The bf16 matrix units code for `device` may use: ``avx512bf16`` (vdpbf16ps dot
+    products) and ``amx-bf16`` (AMX tiles), in that order; () without any."""
+    have = device_features(device)
+    units = ("avx512bf16",) if "avx512bf16" in have and "avx512f" in have else ()
+    return units + (("amx-bf16",) if {"amx-bf16", "amx-tile"} <= have else ())
+
+
+def host_level() -> str:
+    """The most capable device level this host runs (`cpu` as an ISA level name)."""
+    have = host_features()
+    for level in ("cpu-amx", "cpu-avx512-bf16", "cpu-avx512", "cpu-avx2"):
+        if set(ISA_LEVELS[level][1]) <= have:
+            return level
+    return "cpu-generic"
+
+
+def check_precision(device: str, precision: str, profile_name: str = "") -> None:
+    """A ProfileError when `precision` asks for matrix units `device` lacks (bf16 needs
+    AVX512-BF16 or AMX; generated code never emulates it)."""
+    if precision == "bf16" and not matrix_units(device):
+        where = (f"this CPU ({llvm.get_host_cpu_name()}, level {host_level()})"
+                 if device == "cpu" else f"device {device}")
+        raise ProfileError(
+            f"profile {profile_name or '?'}: precision bf16 needs a CPU with AVX512-BF16 or "
+            f"AMX-BF16, and {where} has neither; use precision f32 (the default profile), "
+            f"or compile for --device cpu-avx512-bf16 / cpu-amx to run elsewhere")
+
+
 def vector_bits_for(device: str, asked: int | None = None) -> int:
     """The vector width code for `device` uses: `asked` (a profile's ``vector_bits``), or
     the device's widest. Asking more than the device has is a ProfileError."""
@@ -163,8 +200,9 @@ def target_for(device: str, vector_bits: int | None = None, cpu: str | None = No
     if not triple.startswith(("x86_64", "amd64")):
         raise ProfileError(f"llvm backend: device {device} is an x86-64 level, "
                            f"but this host is {triple}")
-    return Target(device, triple, cpu or ISA_LEVELS[device][0], width_features(bits), bits,
-                  widest)
+    extra = "".join(f"+{f}," for f in _EXTRA.get(device, ()))
+    return Target(device, triple, cpu or ISA_LEVELS[device][0], extra + width_features(bits),
+                  bits, widest)
 
 
 _DEFINE = re.compile(r"^(define [^\n]*?)\s*\{$", re.M)

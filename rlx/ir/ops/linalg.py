@@ -37,8 +37,35 @@ def _matmul_infer(ins, attrs):
     return [TensorType(batch + (m, n), a.dtype)]
 
 
+#: what a product computes in: f32, or bf16 (operands rounded to bfloat16, round to nearest
+#: even; products and sums in f32 -- a bf16 x bf16 product is exact in f32). Set by the
+#: precision pass (`rlx.passes.precision`); a backend's bf16 kernel must match exactly this.
+PRECISION = Attr("str", "f32", choices=("f32", "bf16"),
+                 doc="f32, or bf16 operands with f32 accumulation")
+
+
+def round_bf16(x: np.ndarray) -> np.ndarray:
+    """float32 `x` rounded to the nearest bfloat16 (ties to even), as float32; NaN stays
+    NaN, values past the largest bf16 become inf (as hardware conversion does)."""
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    bits = x.view(np.uint32)
+    rounded = (bits + np.uint32(0x7FFF) + ((bits >> np.uint32(16)) & np.uint32(1)))
+    out = (rounded & np.uint32(0xFFFF0000)).view(np.float32)
+    nan = np.isnan(x)
+    if nan.any():
+        out = np.where(nan, x, out)
+    return out
+
+
+def _operands(ins, attrs):
+    """The product's operands as it computes on them (rounded to bf16 if it says so)."""
+    if attrs.get("precision", "f32") == "bf16":
+        return [round_bf16(x) if x is not None and x.dtype == np.float32 else x for x in ins]
+    return list(ins)
+
+
 def _matmul_ref(ins, attrs):
-    a, b = ins
+    a, b = _operands(ins, attrs)
     if attrs["transpose_a"]:
         a = np.swapaxes(a, -1, -2)
     if attrs["transpose_b"]:
@@ -53,7 +80,8 @@ def _matmul_flops(ins, outs, attrs):
 
 
 define("matmul", ["a", "b"],
-       {"transpose_a": Attr("bool", False), "transpose_b": Attr("bool", False)},
+       {"transpose_a": Attr("bool", False), "transpose_b": Attr("bool", False),
+        "precision": PRECISION},
        infer=_matmul_infer, reference=_matmul_ref, category="gemm", flops=_matmul_flops,
        doc="batched matrix product with numpy broadcasting of the batch dims; "
        "transpose_a/b swap the last two dims of an operand")
@@ -112,8 +140,14 @@ def _attention_infer(ins, attrs):
     return [TensorType((q.shape[0], q.shape[1], v.shape[2]), q.dtype)]
 
 
-def attention_reference(q, k, v, rel_h, rel_w, scale, chunk=4):
-    """softmax(scale * q k^T + bias) v, a few batch entries at a time to bound memory."""
+def attention_reference(q, k, v, rel_h, rel_w, scale, chunk=4, precision="f32"):
+    """softmax(scale * q k^T + bias) v, a few batch entries at a time to bound memory.
+
+    `precision` bf16: both products take bf16 operands (q, k, v and the normalized
+    probabilities rounded), accumulate in f32; scale, bias and softmax stay f32."""
+    bf16 = precision == "bf16" and q.dtype == np.float32
+    if bf16:
+        q, k, v = round_bf16(q), round_bf16(k), round_bf16(v)
     out = np.empty((q.shape[0], q.shape[1], v.shape[2]), dtype=q.dtype)
     for s in range(0, q.shape[0], chunk):
         e = slice(s, s + chunk)
@@ -126,13 +160,14 @@ def attention_reference(q, k, v, rel_h, rel_w, scale, chunk=4):
         score -= score.max(axis=-1, keepdims=True)
         np.exp(score, out=score)
         score /= score.sum(axis=-1, keepdims=True)
-        out[e] = np.matmul(score, v[e])
+        out[e] = np.matmul(round_bf16(score) if bf16 else score, v[e])
     return out
 
 
 def _attention_ref(ins, attrs):
     q, k, v, rh, rw = ins
-    return [attention_reference(q, k, v, rh, rw, attrs["scale"])]
+    return [attention_reference(q, k, v, rh, rw, attrs["scale"],
+                                precision=attrs.get("precision", "f32"))]
 
 
 def _attention_flops(ins, outs, attrs):
@@ -142,7 +177,8 @@ def _attention_flops(ins, outs, attrs):
     return b * nq * nk * (2 * d + 2 * dv + 5)
 
 
-define("attention", ["q", "k", "v", "rel_h?", "rel_w?"], {"scale": Attr("float")},
+define("attention", ["q", "k", "v", "rel_h?", "rel_w?"],
+       {"scale": Attr("float"), "precision": PRECISION},
        infer=_attention_infer, reference=_attention_ref, category="attention",
        flops=_attention_flops,
        doc="softmax(scale * q @ k^T [+ decomposed rel-pos bias]) @ v over [batch, tokens, dim]")
