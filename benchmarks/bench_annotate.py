@@ -140,7 +140,9 @@ def main(argv=None):
     ap.add_argument("--model", default="vit_b")
     ap.add_argument("--images", type=int, default=6, help="images per run, clicks mode")
     ap.add_argument("--everything-images", type=int, default=3,
-                    help="images per run, everything mode (0: skip the mode)")
+                    help="images per run, everything mode")
+    ap.add_argument("--modes", default="clicks,everything",
+                    help="comma-separated: clicks, everything")
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--size", default="480x640", help="HxW of the synthetic images")
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 1)
@@ -148,8 +150,12 @@ def main(argv=None):
     args = ap.parse_args(argv)
     h, w = (int(v) for v in args.size.split("x"))
 
-    modes = [("clicks", args.images)] + ([("everything", args.everything_images)]
-                                         if args.everything_images else [])
+    wanted = [m.strip() for m in args.modes.split(",") if m.strip()]
+    unknown = set(wanted) - {"clicks", "everything"}
+    if unknown:
+        ap.error(f"unknown mode(s): {', '.join(sorted(unknown))}")
+    counts = {"clicks": args.images, "everything": args.everything_images}
+    modes = [(m, counts[m]) for m in wanted if counts[m]]
     results = {}
     with tempfile.TemporaryDirectory(prefix="bench_annotate_") as td:
         tmp = Path(td)

@@ -48,14 +48,20 @@ def run_job(items: Sequence[Item], factory: Callable, workdir: WorkDir,
     bar = Progress(len(items), done=len(outcomes), label=label, enabled=progress)
     t0 = time.perf_counter()
     processed = 0
+    written = 0
     try:
         for outcome in run(todo, factory, workers=workers, threads=threads, **engine_options):
             workdir.write(outcome)
+            written += 1
             outcomes[outcome["key"]] = outcome
             processed += 1
             bar.update(bool(outcome.get("ok")))
             if on_outcome is not None:
                 on_outcome(outcome)
+    except BaseException:
+        if workdir.created and not written:
+            workdir.remove()  # e.g. the model would not load: leave nothing behind
+        raise
     finally:
         bar.close()
     seconds = time.perf_counter() - t0

@@ -42,6 +42,7 @@ def work_dir_for(output: str | os.PathLike) -> Path:
 class WorkDir:
     def __init__(self, path: str | os.PathLike):
         self.path = Path(path)
+        self.created = False  # by `open` in this run (a failed start then removes it again)
 
     def _item_file(self, key: str) -> Path:
         h = hashlib.sha256(key.encode("utf-8")).hexdigest()[:24]
@@ -66,6 +67,7 @@ class WorkDir:
                     f"work folder {self.path} holds results made with other settings "
                     f"(differing: {', '.join(keys)}); rerun with the same settings to resume, "
                     f"or delete the folder to start over")
+        self.created = not self.path.exists()
         try:
             (self.path / ITEMS).mkdir(parents=True, exist_ok=True)
             if not stored_file.is_file():

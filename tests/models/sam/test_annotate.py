@@ -181,6 +181,19 @@ def test_bad_prompt_files_exit_2_with_one_line_naming_the_culprit(data, tmp_path
     assert sorted(os.listdir(tmp_path)) == ["bad.json"]  # no output, no work folder
 
 
+def test_a_broken_checkpoint_is_one_line_and_leaves_nothing(data, tmp_path):
+    bad = tmp_path / "broken.pth"
+    bad.write_bytes(b"PK\x03\x04 definitely not a checkpoint")
+    out = tmp_path / "out.json"
+    r = rlx("annotate", str(data["src"]), "--out", str(out), "--prompts", str(data["prompts"]),
+            "--model", "small", "--checkpoint", str(bad), timeout=300)
+    assert r.returncode == 2, (r.returncode, r.stderr)
+    lines = [ln for ln in r.stderr.strip().splitlines() if ln.startswith("rlx annotate:")]
+    assert len(lines) == 1 and "broken.pth" in lines[0], r.stderr
+    assert "Traceback" not in r.stderr
+    assert sorted(os.listdir(tmp_path)) == ["broken.pth"]  # no output, no work folder
+
+
 BAD_ARGS = {
     "missing source": (["nope/", "--prompts", "P"], "no such folder or image list: nope/"),
     "missing checkpoint": (["SRC", "--prompts", "P", "--checkpoint", "nope.pth"],
