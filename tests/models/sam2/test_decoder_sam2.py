@@ -144,7 +144,7 @@ def test_skip_tokens_row_order(levels):
 
 def test_stability_fallback_matches_official(official):
     """Single-mask output: token 0 unless unstable, then the best multimask token."""
-    from models.sam2.predictor import SAM2ImagePredictor  # noqa: F401  (selection lives there)
+    from models.sam2.predictor import SAM2ImagePredictor
 
     rng = np.random.default_rng(5)
     logits = rng.standard_normal((2, 4, 16, 16)).astype(np.float32) * 5

@@ -57,6 +57,8 @@ def _compare(ref, ours, **prompt):
         assert float(np.abs(masks - r_masks).max()) <= LOW_TOL
         masks, r_masks = masks > 0, r_masks > 0
     same = float((masks == r_masks).mean())
+    print(f"parity: low-res max|d| {d_low:.2e}, IoU max|d| {d_iou:.2e}, "
+          f"masks identical {same:.6f}")  # shown with pytest -s
     assert d_low <= LOW_TOL, f"low-res logits max|d| {d_low}"
     assert d_iou <= IOU_TOL, f"IoU max|d| {d_iou}"
     assert same >= PIXELS, f"identical mask pixels {same:.6f}"
