@@ -120,6 +120,7 @@ def test_sweep_removes_leftovers_of_killed_builders_only(tmp_path):
     with busy.locked():
         report = cache.sweep()
     assert report.incomplete_entries == 1 and report.temp_files == 1
+    assert report.remaining == cache.usage()
     assert not dead.path.exists() and busy.path.exists()
     assert not old_tmp.exists() and young_tmp.exists() and unrelated.exists()
     assert done.valid()  # temp files are not part of an entry

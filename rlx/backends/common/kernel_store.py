@@ -123,20 +123,31 @@ def _sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
-def _tree_bytes(path: Path) -> int:
-    total = 0
+def _tree_bytes(path: str) -> tuple[int, float | None]:
+    """(bytes of every file under `path`, mtime of its top-level manifest or None)."""
+    total, manifest = 0, None
     with contextlib.suppress(OSError):
-        for it in os.scandir(path):
-            with contextlib.suppress(OSError):
-                if it.is_dir(follow_symlinks=False):
-                    total += _tree_bytes(Path(it.path))
-                else:
-                    total += it.stat(follow_symlinks=False).st_size
-    return total
+        with os.scandir(path) as it:
+            for f in it:
+                with contextlib.suppress(OSError):
+                    if f.is_dir(follow_symlinks=False):
+                        total += _tree_bytes(f.path)[0]
+                        continue
+                    st = f.stat(follow_symlinks=False)
+                    total += st.st_size
+                    if f.name == MANIFEST:
+                        manifest = st.st_mtime
+    return total, manifest
 
 
-def _is_temp(name: str) -> bool:
-    return name.startswith(".") and name.endswith(".tmp")
+def _subdirs(path, pattern) -> list:
+    """The directories directly in `path` whose names match `pattern`, sorted by name."""
+    try:
+        with os.scandir(path) as it:
+            found = [d for d in it if pattern.match(d.name) and d.is_dir(follow_symlinks=False)]
+    except OSError:
+        return []
+    return sorted(found, key=lambda d: d.name)
 
 
 @contextlib.contextmanager
@@ -263,7 +274,10 @@ class EntryInfo:
 class SweepReport:
     incomplete_entries: int = 0
     temp_files: int = 0
+    #: bytes deleted
     bytes: int = 0
+    #: bytes left in the store's entries afterwards
+    remaining: int = 0
     removed: list = field(default_factory=list)
 
 
@@ -343,18 +357,12 @@ class KernelCache:
         else:
             spaces = []
         for space in spaces:
-            with contextlib.suppress(OSError):
-                for prefix in sorted(space.iterdir()):
-                    if not (_PREFIX.match(prefix.name) and prefix.is_dir()):
+            for prefix in _subdirs(space, _PREFIX):
+                for d in _subdirs(prefix.path, _KEY):
+                    if d.name[:2] != prefix.name:
                         continue
-                    for d in sorted(prefix.iterdir()):
-                        if not (_KEY.match(d.name) and d.name[:2] == prefix.name and d.is_dir()):
-                            continue
-                        try:
-                            last = (d / MANIFEST).stat().st_mtime
-                        except OSError:
-                            last = None
-                        yield EntryInfo(space.name, d.name, d, _tree_bytes(d), last)
+                    size, last = _tree_bytes(d.path)
+                    yield EntryInfo(space.name, d.name, Path(d.path), size, last)
 
     def usage(self) -> int:
         """Bytes in all entries now."""
@@ -371,10 +379,12 @@ class KernelCache:
         report = SweepReport()
         now = time.time()
         for e in list(self.entries()):
+            report.remaining += e.bytes
             if not e.complete:
                 if self._remove(e, require_stale=False):
                     report.incomplete_entries += 1
                     report.bytes += e.bytes
+                    report.remaining -= e.bytes
                     report.removed.append(e.path)
                 continue
             for p in e.path.rglob(".*.tmp"):
@@ -384,6 +394,7 @@ class KernelCache:
                         p.unlink()
                         report.temp_files += 1
                         report.bytes += st.st_size
+                        report.remaining -= st.st_size
                         report.removed.append(p)
         return report
 
@@ -434,8 +445,7 @@ class KernelCache:
         with _tally_lock:
             used = _tally.get(root)
             if used is None:
-                self.sweep()
-                used = self.usage()
+                used = self.sweep().remaining  # one scan: sweep and measure
             else:
                 used += nbytes
             if self.max_bytes and used > self.max_bytes:
