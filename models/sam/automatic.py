@@ -12,10 +12,13 @@ IoU is above ``pred_iou_thresh`` and its stability score at least
 crop and between crops, optional small-region cleanup. Where the time goes
 differs:
 
-1. **The image side is shared.** Prompts go through one compiled graph per
-   batch size (`automatic_graph`, `rlx.runtime.buckets`) that takes the
+1. **The image side is shared.** Prompts go through compiled graphs per
+   batch size (`automatic_graph`, `rlx.runtime.buckets`) that take the
    embedding once; the image-only work of the decoder runs once per image,
-   not once per prompt (Meta repeats the embedding for every prompt).
+   not once per prompt (Meta repeats the embedding for every prompt). The
+   decoder runs in two halves: the transformer and heads for every prompt,
+   the upscaling into mask logits only for prompts with a mask whose
+   predicted IoU passes the filter.
 2. **Nothing is upscaled to be thrown away.** The decoder returns 256 x 256
    logits. The IoU filter needs only the scores; the stability score, area
    and box of the IoU survivors are counted by a kernel that evaluates the
@@ -55,7 +58,8 @@ from rlx.runtime.buckets import BatchBuckets
 from rlx.utils.nms import box_area, box_nms
 
 from . import prompt_encoding
-from .automatic_graph import SPARSE_INPUT, build_points_to_masks
+from .automatic_graph import (HYPER_INPUT, KEYS_INPUT, SPARSE_INPUT, build_points_to_tokens,
+                              build_tokens_to_masks)
 from .automatic_kernels import mask_stats
 from .automatic_utils import (
     build_all_layer_point_grids,
@@ -177,21 +181,27 @@ class _Progress:
             self.stream.flush()
 
 
-_BUCKETS: "WeakKeyDictionary[object, BatchBuckets]" = WeakKeyDictionary()
+_BUCKETS: "WeakKeyDictionary[object, Tuple[BatchBuckets, BatchBuckets]]" = WeakKeyDictionary()
 _BUCKETS_LOCK = threading.Lock()
 
 
-def points_to_masks_for(sam) -> BatchBuckets:
-    """The batched decoder graphs of a `Sam` (compiled per batch size on first use)."""
+def points_to_masks_for(sam) -> Tuple[BatchBuckets, BatchBuckets]:
+    """The batched decoder graphs of a `Sam`: (points -> tokens, tokens -> masks).
+
+    Compiled per batch size on first use and kept as long as the model.
+    """
     with _BUCKETS_LOCK:
-        buckets = _BUCKETS.get(sam)
-        if buckets is None:
+        pair = _BUCKETS.get(sam)
+        if pair is None:
             config = sam.config
-            buckets = BatchBuckets(lambda n: build_points_to_masks(config, n), MAX_BATCH,
-                                   sam.profile, sam.weights, batched=[SPARSE_INPUT],
-                                   slow=[IMAGE_INPUT])
-            _BUCKETS[sam] = buckets
-        return buckets
+            tokens = BatchBuckets(lambda n: build_points_to_tokens(config, n), MAX_BATCH,
+                                  sam.profile, sam.weights, batched=[SPARSE_INPUT],
+                                  slow=[IMAGE_INPUT])
+            masks = BatchBuckets(lambda n: build_tokens_to_masks(config, n), MAX_BATCH,
+                                 sam.profile, sam.weights, batched=[KEYS_INPUT, HYPER_INPUT])
+            pair = (tokens, masks)
+            _BUCKETS[sam] = pair
+        return pair
 
 
 class SamAutomaticMaskGenerator:
@@ -370,7 +380,7 @@ class SamAutomaticMaskGenerator:
         crop = _Crop(box=list(box), input_size=input_size, size=size)
         ch, cw = size
         points = self.point_grids[layer] * np.array([[cw, ch]], np.float64)
-        buckets = points_to_masks_for(self.model)
+        to_tokens, to_masks = points_to_masks_for(self.model)
         thr = float(c.mask_threshold)
         orig_box = [0, 0, orig_size[1], orig_size[0]]
         for start in range(0, len(points), MAX_BATCH):
@@ -381,17 +391,26 @@ class SamAutomaticMaskGenerator:
             sparse = prompt_encoding.embed_points(coords[:, None, :], np.ones((n, 1), np.int64),
                                                   True, self.model.weights,
                                                   input_image_size=c.image_size)
-            low, iou = buckets.run(n, **{IMAGE_INPUT: features,
-                                         SPARSE_INPUT: np.ascontiguousarray(sparse)})
-            self._add("decoder", t0)
-            t0 = time.perf_counter()
-            k = low.shape[1]
-            low = low.reshape(n * k, *low.shape[2:])
+            keys, hyper, iou = to_tokens.run(n, **{IMAGE_INPUT: features,
+                                                   SPARSE_INPUT: np.ascontiguousarray(sparse)})
+            k = iou.shape[1]
             iou = iou.reshape(n * k)
             pts_rep = np.repeat(pts, k, axis=0)
             keep = np.flatnonzero(iou > self.pred_iou_thresh) if self.pred_iou_thresh > 0 \
                 else np.arange(n * k)
-            counts, boxes = mask_stats(low[keep], input_size, size, c.image_size, thr,
+            # masks only for the prompts with a mask left after the IoU filter
+            need = np.unique(keep // k)
+            side = c.mask_input_size
+            low = np.zeros((0, side, side), np.float32)
+            if need.size:
+                (low,) = to_masks.run(len(need), **{KEYS_INPUT: keys[need],
+                                                   HYPER_INPUT: hyper[need]})
+                low = low.reshape(len(need) * k, *low.shape[2:])
+            del keys
+            row = np.searchsorted(need, keep // k) * k + keep % k  # kept mask -> row of low
+            self._add("decoder", t0)
+            t0 = time.perf_counter()
+            counts, boxes = mask_stats(low[row], input_size, size, c.image_size, thr,
                                        self.stability_score_offset)
             with np.errstate(invalid="ignore", divide="ignore"):
                 stability = counts[:, 1].astype(np.float32) / counts[:, 2].astype(np.float32)
@@ -399,7 +418,7 @@ class SamAutomaticMaskGenerator:
                 else np.ones(len(keep), bool)
             ok &= ~box_near_crop_edge(boxes, box, orig_box)
             sel = keep[ok]
-            crop.low.append(low[sel].copy())
+            crop.low.append(low[row[ok]])
             crop.iou.append(iou[sel])
             crop.stability.append(stability[ok])
             crop.points.append(pts_rep[sel])

@@ -20,8 +20,9 @@ import pytest
 import torch
 
 from models.sam import automatic
-from models.sam.automatic import SamAutomaticMaskGenerator, points_to_masks_for
-from models.sam.automatic_graph import build_points_to_masks
+from models.sam.automatic import SamAutomaticMaskGenerator
+from models.sam.automatic_graph import (build_points_to_masks, build_points_to_tokens,
+                                        build_tokens_to_masks)
 from models.sam.automatic_kernels import mask_stats
 from models.sam import automatic_utils as U
 from models.sam.config import small_config
@@ -48,24 +49,36 @@ def sam():
 
 
 @pytest.mark.parametrize("profile", PROFILES)
-def test_batched_graph_matches_one_click_graph(profile):
+def test_batched_graphs_match_one_click_graph(profile):
+    """points -> tokens -> masks (the generator's two halves, last bucket padded) and the
+    one-graph form, against the one-click bucket graph of the predictor."""
     c = small_config()
     w = small_weights()
     rng = np.random.default_rng(0)
     g = c.image_embedding_size
     emb = rng.normal(size=(1, c.prompt_embed_dim, g, g)).astype(np.float32)
     sparse = rng.normal(size=(5, 2, c.prompt_embed_dim)).astype(np.float32)
-    buckets = BatchBuckets(lambda n: build_points_to_masks(c, n), 4, profile, w,
-                           batched=["sparse"], slow=["image_embedding"])
+    tokens = BatchBuckets(lambda n: build_points_to_tokens(c, n), 4, profile, w,
+                          batched=["sparse"], slow=["image_embedding"])
+    to_masks = BatchBuckets(lambda n: build_tokens_to_masks(c, n), 4, profile, w,
+                            batched=["keys", "hyper_in"])
+    whole = BatchBuckets(lambda n: build_points_to_masks(c, n), 4, profile, w,
+                         batched=["sparse"], slow=["image_embedding"])
     one = PromptDecoder(c, w, profile)
-    got = [buckets.run(4, image_embedding=emb, sparse=sparse[:4]),
-           buckets.run(1, image_embedding=emb, sparse=sparse[4:])]
-    masks = np.concatenate([m for m, _ in got])
-    iou = np.concatenate([i for _, i in got])
+    masks, iou, masks_whole = [], [], []
+    for part in (sparse[:4], sparse[4:]):
+        keys, hyper, s = tokens.run(len(part), image_embedding=emb, sparse=part)
+        (m,) = to_masks.run(len(part), keys=keys, hyper_in=hyper)
+        masks.append(m)
+        iou.append(s)
+        masks_whole.append(whole.run(len(part), image_embedding=emb, sparse=part)[0])
+    masks, iou, masks_whole = map(np.concatenate, (masks, iou, masks_whole))
     assert masks.shape == (5, 3, 4 * g, 4 * g) and iou.shape == (5, 3)
+    assert sorted(tokens.compiled) == [1, 4]
     for i in range(5):
         ref_m, ref_i = one.run(emb, sparse[i:i + 1])
         np.testing.assert_allclose(masks[i], ref_m[0, 1:], atol=1e-4, rtol=0)
+        np.testing.assert_allclose(masks_whole[i], ref_m[0, 1:], atol=1e-4, rtol=0)
         np.testing.assert_allclose(iou[i], ref_i[0, 1:], atol=1e-5, rtol=0)
 
 
