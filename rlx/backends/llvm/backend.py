@@ -96,19 +96,22 @@ class LLVMBackend:
 
     # ---- code ----------------------------------------------------------------------------------
 
-    def generate(self, node: Node, ctx: KernelContext) -> Generated | None:
-        """The IR module of `node`'s kernel (None for host kernels)."""
+    def _settings(self, ctx: KernelContext) -> tuple:
+        """Everything besides the spec that the generated code depends on."""
         from rlx.backends.llvm import blas
-
         from rlx.backends.llvm.target import profile_target
         from rlx.backends.llvm.vecir import vector_config
 
-        spec = self._spec(node, ctx)
         found = blas.find()
-        settings = (bool(getattr(ctx.profile, "fastmath", False)),
-                    getattr(ctx.profile, "gemm", "blas") == "native" or found is None,
-                    found.int_bits if found is not None else 64, ctx.profile.effective_threads,
-                    vector_config(profile_target(ctx.profile)))
+        return (bool(getattr(ctx.profile, "fastmath", False)),
+                getattr(ctx.profile, "gemm", "blas") == "native" or found is None,
+                found.int_bits if found is not None else 64, ctx.profile.effective_threads,
+                vector_config(profile_target(ctx.profile)))
+
+    def generate(self, node: Node, ctx: KernelContext) -> Generated | None:
+        """The IR module of `node`'s kernel (None for host kernels)."""
+        spec = self._spec(node, ctx)
+        settings = self._settings(ctx)
         key = (_canon(spec), _title(node, spec), len(node.inputs),
                tuple(v.dtype for v in node.outputs), settings)
         if key not in self._generated:
@@ -146,20 +149,24 @@ class LLVMBackend:
         return None
 
     def compile(self, node: Node, ctx: KernelContext):
-        from rlx.backends.llvm import attention, blas, jit, kernels
-        from rlx.backends.llvm.target import profile_target
-
         spec = self._spec(node, ctx)
         if spec is None:
             raise RlxError(f"llvm backend cannot compile {node.op} ({node.outputs[0].ref})")
+        t0 = time.perf_counter()
+        gen = None if isinstance(spec, HostSpec) else self.generate(node, ctx)
+        return self._kernel(node, spec, gen, ctx, t0)
+
+    def _kernel(self, node: Node, spec, gen: Generated | None, ctx: KernelContext, t0: float):
+        """The callable kernel of `node` from its spec and generated IR (linked via the cache)."""
+        from rlx.backends.llvm import attention, blas, jit, kernels
+        from rlx.backends.llvm.target import profile_target
+
         kind = node.attrs["kind"] if node.op == "fused" else node.op
         if isinstance(spec, HostSpec):
             info = KernelInfo(name=node.outputs[0].name, kind=f"llvm.host.{spec.op}",
                               extra={"compiled": False})
             return kernels.HostKernel(spec, info, ctx.profile.effective_threads)
-        t0 = time.perf_counter()
         target = profile_target(ctx.profile)
-        gen = self.generate(node, ctx)
         found = blas.find()
         loaded = jit.load(gen.ir, target, ctx.cache, found.imports() if found else {})
         info = KernelInfo(name=node.outputs[0].name, kind=f"llvm.{kind}", source=gen.ir,
@@ -208,6 +215,33 @@ class LLVMBackend:
 
         threads.configure(ctx.profile.effective_threads)
         return [self.compile(n, ctx) for n in nodes]
+
+    # ---- compiled-plan cache (rlx.runtime.plan_cache) ----------------------------------------
+
+    def kernel_state(self, node: Node, kernel, ctx: KernelContext):
+        """A picklable description of `node`'s kernel: settings, spec and generated IR."""
+        spec = self._spec(node, ctx)
+        gen = None if isinstance(spec, HostSpec) else self.generate(node, ctx)
+        return (self._settings(ctx), spec, gen)
+
+    def restore_many(self, nodes: Sequence[Node], states: Sequence, ctx: KernelContext) -> list:
+        """Kernels from `kernel_state` descriptions: no analysis, no code generation, the
+        objects linked from the kernel cache. A description made under other settings
+        (BLAS found or not, threads, vector width) is ignored and the node compiled."""
+        from rlx.backends.common import threads
+
+        threads.configure(ctx.profile.effective_threads)
+        settings = self._settings(ctx)
+        block = getattr(ctx.profile, "attention_block", 256)
+        out = []
+        for node, state in zip(nodes, states):
+            if state is None or state[0] != settings:
+                out.append(self.compile(node, ctx))
+                continue
+            _, spec, gen = state
+            self._specs[(id(node), block)] = (node, spec)
+            out.append(self._kernel(node, spec, gen, ctx, time.perf_counter()))
+        return out
 
     # ---- dumps ---------------------------------------------------------------------------------
 
