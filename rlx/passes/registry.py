@@ -38,7 +38,7 @@ PASSES: dict[str, Pass] = {p.name: p for p in [
     Pass("lower-windows", lower_windows, "window (un)partition -> pad/reshape/transpose/slice"),
     Pass("lower-attention", lower_attention,
          "attention -> matmul + rel-pos bias + softmax + matmul (if the options ask)"),
-    Pass("lower-pool", lower_pool, "non-overlapping max_pool2d -> reshape + reduce_max"),
+    Pass("lower-pool", lower_pool, "unpadded max_pool2d -> maximum of its strided slices"),
     Pass("narrow-rows", narrow_rows,
          "rows sliced away after a per-row matmul (+ bias) are not computed: slice its input"),
     Pass("fold-constants", fold_constants, "weight-only subexpressions -> derived weights"),
