@@ -5,8 +5,8 @@ Each branch reads the trunk feature ``[B, 1024, 72, 72]`` and emits one level
 the official modules map to one-to-one (``conv_transpose2d``, ``gelu`` with
 the exact erf, ``max_pool2d``, ``conv2d``); the general lowering passes turn
 the k2s2 transposed convolutions into GEMM + depth-to-space, the 2x2 max-pool
-into the maximum of four strided slices (one fused elementwise kernel) and the 1x1 / 3x3 convolutions into GEMMs over a
-patch matrix. Nothing in `rlx/` knows about this neck.
+into the maximum of four strided slices (one fused elementwise kernel) and
+the 1x1 / 3x3 convolutions into GEMMs over a patch matrix. Nothing in `rlx/` knows about this neck.
 
 Branches compile as separate subgraphs because they share nothing but the
 input: the 4x branch alone is about two thirds of the neck's FLOPs, and
