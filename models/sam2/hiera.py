@@ -26,6 +26,7 @@ from __future__ import annotations
 
 from typing import List
 
+from rlx.errors import ShapeError
 from rlx.ir import Graph, GraphBuilder
 from rlx.ir.graph import Value
 
@@ -42,16 +43,13 @@ TRUNK = "hiera"
 def pool_2x2(b: GraphBuilder, x: Value, rows: int, cols: int, row_axis: int) -> Value:
     """Max-pool 2x2 / stride 2 over two adjacent axes ``row_axis, row_axis + 1`` of size rows, cols.
 
-    Matches ``nn.MaxPool2d(2, 2, ceil_mode=False)``: an odd last row/column is
-    dropped. Written as the maximum of the four phases (strided views).
+    Matches ``nn.MaxPool2d(2, 2)`` on even sizes, the only ones Hiera pools (every
+    valid image size gives even grids and every window size is even). Written as
+    the maximum of the four phases (strided views), which fuses into one kernel.
     """
     shape = x.shape
-    if rows % 2 or cols % 2:  # floor mode: crop to even sizes first
-        starts = [0] * len(shape)
-        ends = list(shape)
-        ends[row_axis], ends[row_axis + 1] = rows - rows % 2, cols - cols % 2
-        x = b.slice(x, starts=starts, ends=ends)
-        rows, cols = rows // 2 * 2, cols // 2 * 2
+    if rows % 2 or cols % 2:
+        raise ShapeError(f"query pooling needs even sizes, got {rows}x{cols}")
     pre, post = shape[:row_axis], shape[row_axis + 2:]
     t = b.reshape(x, shape=pre + (rows // 2, 2, cols // 2, 2) + post)
     ra, ca = row_axis + 1, row_axis + 3
