@@ -13,6 +13,8 @@ grid, batches of 64, no crops unless ``--crop-layers``). Reported per system:
 * ``after_encoder_s``: the same minus the time spent encoding (the
   official ``SamPredictor.set_image`` calls, timed by wrapping the method;
   rlx's ``timings["encoder"]``);
+* ``cpu_s``: CPU seconds (all threads) of the ``generate`` call: on a shared
+  machine less disturbed by other processes than wall time;
 * ``peak_rss_mb``: the process's peak resident memory (model, compile,
   generate), each measurement being a fresh process;
 * the number of masks.
@@ -45,13 +47,16 @@ def _image():
     return synthetic_images.make_image(*IMAGE_HW, seed=0)
 
 
+def _cpu_s() -> float:
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
 def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
 def child(system: str, model: str, checkpoint: str, crop_layers: int, threads: int) -> dict:
-    import numpy as np  # noqa: F401
-
     image = _image()
     if system == "official":
         from tests.support import torchvision_shim
@@ -77,10 +82,10 @@ def child(system: str, model: str, checkpoint: str, crop_layers: int, threads: i
             enc["s"] += time.perf_counter() - t
 
         gen.predictor.set_image = timed_set_image
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), _cpu_s()
         with torch.no_grad():
             records = gen.generate(image)
-        total = time.perf_counter() - t0
+        total, cpu = time.perf_counter() - t0, _cpu_s() - c0
         encoder = enc["s"]
         steps = {}
     else:
@@ -93,14 +98,19 @@ def child(system: str, model: str, checkpoint: str, crop_layers: int, threads: i
             sam = build_sam(model, checkpoint=checkpoint, profile="default")
         gen = SamAutomaticMaskGenerator(sam, crop_n_layers=crop_layers, progress=False)
         gen.generate(image[:300, :400])  # warm-up: compile the bucket graphs and kernels
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), _cpu_s()
         records = gen.generate(image)
-        total = time.perf_counter() - t0
+        total, cpu = time.perf_counter() - t0, _cpu_s() - c0
         encoder = gen.timings.get("encoder", 0.0)
         steps = dict(gen.timings)
     return {"system": system, "crop_layers": crop_layers, "generate_s": total,
             "encoder_s": encoder, "after_encoder_s": total - encoder, "masks": len(records),
+            "cpu_s": cpu,
             "steps": steps, "peak_rss_mb": _peak_rss_mb()}
+
+
+def _rounded(steps: dict) -> dict:
+    return {k: round(v, 2) for k, v in steps.items()}
 
 
 def _run_child(system, model, checkpoint, crop_layers, threads, log) -> dict:
@@ -116,8 +126,8 @@ def _run_child(system, model, checkpoint, crop_layers, threads, log) -> dict:
         raise RuntimeError(f"{system} child failed:\n{out.stderr[-3000:]}")
     res = json.loads(out.stdout.strip().splitlines()[-1])
     log(f"  {system:8s} crops={crop_layers}: generate {res['generate_s']:.2f} s, after encoder "
-        f"{res['after_encoder_s']:.2f} s, {res['masks']} masks, peak RSS "
-        f"{res['peak_rss_mb']:.0f} MB {res['steps'] and {k: round(v, 2) for k, v in res['steps'].items()}}")
+        f"{res['after_encoder_s']:.2f} s, CPU {res['cpu_s']:.1f} s, {res['masks']} masks, peak RSS "
+        f"{res['peak_rss_mb']:.0f} MB {_rounded(res['steps'])}")
     return res
 
 

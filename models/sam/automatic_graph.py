@@ -66,7 +66,7 @@ TOKENS_PER_PROMPT = 2
 
 
 def _points_side(b: GraphBuilder, c, batch: int):
-    """Inputs and the transformer + heads: (keys [B, N, C], hyper_in [B, M-1, C/8], IoU [B, M-1])."""
+    """Inputs, transformer and heads: keys [B, N, C], hyper_in [B, M-1, C/8], IoU [B, M-1]."""
     d, g = c.prompt_embed_dim, c.image_embedding_size
     m = c.num_mask_tokens
     emb = b.input(IMAGE_INPUT, (1, d, g, g))
@@ -110,7 +110,10 @@ def build_points_to_tokens(config, batch: int) -> Graph:
 
 
 def build_tokens_to_masks(config, batch: int) -> Graph:
-    """The second half: ``keys [B, N, C]``, ``hyper_in [B, M-1, C/8]`` -> logits ``[B, M-1, 4g, 4g]``."""
+    """The second half: ``keys [B, N, C]``, ``hyper_in [B, M-1, C/8]`` -> logits.
+
+    Logits ``[B, M-1, 4g, 4g]``, the same as `build_points_to_masks`'s first output.
+    """
     c = get_config(config)
     if int(batch) < 1:
         raise InputError(f"batch must be at least 1, got {batch}")
