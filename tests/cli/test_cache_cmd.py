@@ -1,23 +1,32 @@
-"""`rlx cache info` and `rlx cache clear` on a store filled by a real compile."""
+"""`rlx cache info` and `rlx cache clear` on a store filled by a real compile.
+
+The compile runs in a fresh process (`rlx compile --json`): in this one, kernels
+compiled by earlier tests are reused from memory and would never reach the store."""
 
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 from rlx.backends.common.kernel_store import KernelCache
 from rlx.cli import main
-from rlx.runtime import compile_graph
-from rlx.runtime.profile import PRESETS
-from rlx.zoo import get_model
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_info_and_clear(tmp_path, monkeypatch, capsys):
     root = tmp_path / "kc"
     monkeypatch.setenv("RLX_CACHE_DIR", str(root))
     monkeypatch.setenv("RLX_CACHE_MAX_MB", "300")
-    spec = get_model("example-convnet")
-    report = compile_graph(spec.build(), PRESETS["llvm"].replace(threads=1)).report
-    generated = report.kernels - report.fallback_kernels - report.codeless_kernels
+    done = subprocess.run([sys.executable, "-m", "rlx.cli", "compile", "example-convnet",
+                           "--profile", "llvm", "--json"], cwd=ROOT, capture_output=True,
+                          text=True, env=dict(os.environ, PYTHONPATH=str(ROOT)), timeout=300)
+    assert done.returncode == 0, done.stderr
+    (report,) = json.loads(done.stdout)["subgraphs"]
+    generated = report["kernels"] - report["fallback_kernels"] - report["codeless_kernels"]
     # a half-built entry and a file that is not the store's
     dead = KernelCache(root).entry("numba", "ab" * 32)
     dead.path.mkdir(parents=True)
