@@ -180,3 +180,24 @@ def test_bad_features_and_options(small_predictor):
         SAM2ImagePredictor(small_predictor.model, max_hole_area=10)
     with pytest.raises(InputError, match="build_sam2"):
         SAM2ImagePredictor(object())
+
+
+def test_image_batch_matches_official():
+    """set_image_batch / predict_batch: one prompt per image, each against the official batch."""
+    images = [_image(120, 160, seed=3), _image(200, 100, seed=4)]
+    ref_model = official_sam2("sam2.1_hiera_t", seed=4, image_size=256)
+    ref = official_predictor(ref_model)
+    ref.set_image_batch(images)
+    ours = SAM2ImagePredictor(build_sam2("sam2.1_hiera_t", checkpoint=state_dict_numpy(ref_model),
+                                         image_size=256))
+    ours.set_image_batch(images)
+    prompts = dict(point_coords_batch=[np.array([[50.0, 60.0]]), np.array([[20.0, 150.0]])],
+                   point_labels_batch=[np.array([1]), np.array([1])],
+                   box_batch=[None, np.array([5.0, 10.0, 90.0, 190.0])])
+    r_masks, r_iou, r_low = ref.predict_batch(**prompts)
+    masks, iou, low = ours.predict_batch(**prompts)
+    for i in range(2):
+        assert masks[i].shape == r_masks[i].shape == (3,) + images[i].shape[:2]
+        assert np.abs(low[i] - r_low[i]).max() <= LOW_TOL
+        assert np.abs(iou[i] - r_iou[i]).max() <= IOU_TOL
+        assert (masks[i] == r_masks[i]).mean() >= PIXELS
