@@ -477,25 +477,33 @@ def test_concurrent_clicks_on_two_images_get_their_own_masks(client, uploaded, p
 def test_a_click_does_not_wait_for_another_images_encoder(client, service, uploaded,
                                                           predictors, images):
     """While the encoder is busy (its lock held), a click on an encoded image is answered."""
-    done = threading.Event()
     result = {}
 
     def slow_upload():
         result["upload"] = upload(client, png_bytes(images[1]))
-        done.set()
 
-    with service._encoder_lock:
-        t = threading.Thread(target=slow_upload, daemon=True)
-        t.start()
-        with ThreadPoolExecutor(max_workers=1) as pool:
-            fut = pool.submit(client.post, f"/api/images/{uploaded[0]}/masks",
-                              json=PROMPTS[0])
-            r = fut.result(timeout=120)  # a deadlock (click waiting for the encoder) fails here
-        assert not done.is_set()  # the upload is still waiting for the encoder
+    def click():
+        result["click"] = client.post(f"/api/images/{uploaded[0]}/masks", json=PROMPTS[0])
+
+    uploader = threading.Thread(target=slow_upload, daemon=True)
+    clicker = threading.Thread(target=click, daemon=True)
+    service._encoder_lock.acquire()
+    try:
+        uploader.start()
+        clicker.start()
+        clicker.join(timeout=120)
+        clicked = not clicker.is_alive()
+        upload_waiting = "upload" not in result
+    finally:
+        service._encoder_lock.release()
+        clicker.join(timeout=120)  # no request may outlive the test, pass or fail
+        uploader.join(timeout=120)
+    assert clicked, "the click waited for the encoder of another image"
+    assert upload_waiting, "the upload did not wait for the (busy) encoder"
+    r = result["click"]
     assert r.status_code == 200
     masks, _, _ = _predict(predictors[0], PROMPTS[0])
     np.testing.assert_array_equal(decode_mask(r.json()["masks"][0]["png"]), masks[0])
-    t.join(timeout=120)
     assert result["upload"].status_code == 201
 
 
