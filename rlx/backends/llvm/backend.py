@@ -212,8 +212,10 @@ class LLVMBackend:
 
     def compile_many(self, nodes: Sequence[Node], ctx: KernelContext) -> list:
         from rlx.backends.common import threads
+        from rlx.backends.llvm import forkjoin
 
         threads.configure(ctx.profile.effective_threads)
+        forkjoin.use_store(ctx.cache)
         return [self.compile(n, ctx) for n in nodes]
 
     # ---- compiled-plan cache (rlx.runtime.plan_cache) ----------------------------------------
@@ -229,8 +231,10 @@ class LLVMBackend:
         objects linked from the kernel cache. A description made under other settings
         (BLAS found or not, threads, vector width) is ignored and the node compiled."""
         from rlx.backends.common import threads
+        from rlx.backends.llvm import forkjoin
 
         threads.configure(ctx.profile.effective_threads)
+        forkjoin.use_store(ctx.cache)
         settings = self._settings(ctx)
         block = getattr(ctx.profile, "attention_block", 256)
         out = []

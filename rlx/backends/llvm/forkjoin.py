@@ -212,7 +212,7 @@ class ForkJoin:
         from rlx.backends.llvm.target import target_for
 
         target = target_for("cpu")
-        self._loaded = jit.load(runtime_ir(target.triple), target, None, {})
+        self._loaded = jit.load(runtime_ir(target.triple), target, _store, {})
         proto = ctypes.CFUNCTYPE(ctypes.c_int64, ctypes.c_int64, ctypes.c_void_p,
                                  *([ctypes.c_int64] * 5))
         self._call = proto(self._loaded.address)
@@ -306,7 +306,7 @@ def _cycles_per_us() -> int:
     f = ir.Function(m, ir.FunctionType(U.I64, []), U.ENTRY)
     b = ir.IRBuilder(f.append_basic_block("entry"))
     b.ret(b.call(U.intrinsic(m, "llvm.readcyclecounter", U.I64, []), []))
-    read = ctypes.CFUNCTYPE(ctypes.c_int64)(jit.load(str(m), target, None, {}).address)
+    read = ctypes.CFUNCTYPE(ctypes.c_int64)(jit.load(str(m), target, _store, {}).address)
     t0, c0 = time.perf_counter(), read()
     time.sleep(0.002)
     t1, c1 = time.perf_counter(), read()
@@ -316,6 +316,17 @@ def _cycles_per_us() -> int:
 
 _lock = threading.Lock()
 _instance: ForkJoin | None = None
+#: the kernel store of the first compile in this process (`use_store`): the fork-join
+#: runtime's object is kept there like a kernel's, so a new process links it instead of
+#: running LLVM's optimizer and code generator on it (~0.2 s) at its first parallel kernel
+_store = None
+
+
+def use_store(cache) -> None:
+    """Compile the runtime through `cache` (the backend calls this; the first store wins)."""
+    global _store
+    if cache is not None and _store is None:
+        _store = cache
 
 
 def _forget_after_fork() -> None:
