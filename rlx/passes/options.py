@@ -21,3 +21,5 @@ class PassOptions:
     verify: bool = False
     #: what matrix products compute in: "f32", or "bf16" (the `precision` pass marks them)
     precision: str = "f32"
+    #: under bf16, products with fewer multiply-adds stay f32 (see `rlx.passes.precision`)
+    bf16_min_macs: int = 1 << 29

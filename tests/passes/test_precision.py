@@ -16,7 +16,8 @@ from rlx.passes import PassOptions
 from rlx.passes.registry import default_pipeline, get_pass
 from tests.support.opcheck import check_pass
 
-BF16 = PassOptions(precision="bf16")
+#: every product, whatever its size (the default floor keeps small products f32)
+BF16 = PassOptions(precision="bf16", bf16_min_macs=0)
 
 
 def _block():
@@ -48,6 +49,23 @@ def test_products_get_bf16_and_nothing_else_changes():
     assert 'precision="bf16"' in print_graph(new)
     # f32: the graph is returned as is
     assert get_pass("precision")(g, PassOptions()) is g
+
+
+def test_small_products_stay_f32():
+    from rlx.passes.precision import MIN_MACS, macs
+
+    b = GraphBuilder("sizes")
+    x = b.input("x", (1024, 1024))
+    big = b.matmul(x, b.input("w", (1024, 512)))             # 2^29 multiply-adds: bf16
+    small = b.matmul(x, b.input("v", (1024, 256)))           # 2^28: f32
+    q = b.input("q", (8, 1024, 32))
+    att = b.attention(q, q, q, scale=0.2)                     # 8 * 1024^2 * 64 = 2^29
+    b.output(big, small, att)
+    new = get_pass("precision")(b.build(), PassOptions(precision="bf16"))
+    got = {n.output.name: (macs(n), n.attrs["precision"]) for n in new.nodes}
+    assert MIN_MACS == 1 << 29
+    assert got == {"matmul": (1 << 29, "bf16"), "matmul_1": (1 << 28, "f32"),
+                   "attention": (1 << 29, "bf16")}
 
 
 def test_precision_runs_only_when_asked_and_before_fusion():

@@ -19,10 +19,11 @@ from rlx.runtime.profile import PRESETS, CompileProfile, load_profile_file
 
 
 def _graph():
+    """Two products just large enough for bf16 (2^29 multiply-adds each)."""
     b = GraphBuilder("mlp")
-    x = b.input("x", (6, 32))
-    h = b.gelu(b.linear(x, b.weight("w1", (40, 32)), b.weight("b1", (40,))))
-    b.output(b.add(x, b.linear(h, b.weight("w2", (32, 40)))))
+    x = b.input("x", (1024, 1024))
+    h = b.gelu(b.linear(x, b.weight("w1", (512, 1024)), b.weight("b1", (512,))))
+    b.output(b.add(x, b.linear(h, b.weight("w2", (1024, 512)))))
     return b.build()
 
 
@@ -73,6 +74,10 @@ def test_reference_backend_runs_bf16_anywhere():
     np.testing.assert_array_equal(got[0], want[0])
     f32 = run_graph(g, ins, ws)[0]
     assert 0 < np.abs(got[0] - f32).max() < 0.1 * np.abs(f32).max()
+    precisions = [n.attrs["precision"] for n in lowered.nodes if n.op == "matmul"]
+    assert precisions == ["f32", "f32"]  # before the pass
+    marked = get_pass("precision")(lowered, PassOptions(precision="bf16"))
+    assert [n.attrs["precision"] for n in marked.nodes if n.op == "matmul"] == ["bf16", "bf16"]
 
 
 def test_compiled_bf16_needs_the_units_on_the_device():
