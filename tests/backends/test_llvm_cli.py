@@ -65,7 +65,8 @@ def test_compile_twice_second_is_a_cache_hit():
     assert code == 0, err
     assert "backend llvm" in out and "classifier" in out
     bits = target_for("cpu").vector_bits
-    assert f"device cpu ({target_for('cpu').cpu}, {bits}-bit vectors)" in out
+    assert f"device cpu ({target_for('cpu').cpu}, {bits}-bit vectors, " in out
+    assert out.splitlines()[0].endswith("precision f32")
     code, out, err = finish(start("compile", "example-convnet", "-p", "llvm", "--json"))
     assert code == 0, err
     assert json.loads(out)["device"]["vector_bits"] == bits
