@@ -28,4 +28,5 @@ class ServeLimits:
     def __post_init__(self) -> None:
         for name in ("max_upload_bytes", "max_pixels", "cache_images", "cache_bytes"):
             if int(getattr(self, name)) < 1:
-                raise ValueError(f"ServeLimits.{name} must be at least 1, got {getattr(self, name)}")
+                raise ValueError(f"ServeLimits.{name} must be at least 1, "
+                                 f"got {getattr(self, name)}")

@@ -53,6 +53,8 @@ SYNTHETIC_NOTE = ("no checkpoint given: the model runs on SYNTHETIC random weigh
 
 
 class SegmentService:
+    """One compiled `Sam` serving many clients: the image cache, the locks, the answers."""
+
     def __init__(self, sam, limits: Optional[ServeLimits] = None, model_name: Optional[str] = None,
                  png_threads: int = 2):
         self.sam = sam

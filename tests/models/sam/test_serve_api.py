@@ -216,7 +216,7 @@ def test_refine_feeds_back_the_previous_best_low_res_mask(sam, client, images):
     assert not np.array_equal(want_masks[0], plain[0])  # the mask input did change the answer
 
 
-# ---- segment everything ----------------------------------------------------------------------------
+# ---- segment everything -------------------------------------------------------------------------
 
 EVERYTHING = {"points_per_side": 6, "pred_iou_thresh": 0.0, "stability_score_thresh": 0.0,
               "box_nms_thresh": 1.0}  # synthetic-ish weights: masks overlap, NMS keeps one
@@ -266,7 +266,7 @@ def test_everything_on_an_unknown_id_is_404(client):
     check_error(client.post("/api/images/0123456789abcdef/everything"), 404, "id")
 
 
-# ---- refusals ------------------------------------------------------------------------------------
+# ---- refusals -----------------------------------------------------------------------------------
 
 
 def test_upload_over_the_size_limit_is_413(client):
@@ -384,7 +384,7 @@ def test_delete_forgets_the_image(client, images):
     check_error(client.delete(f"/api/images/{iid}"), 404, "id")
 
 
-# ---- the embedding cache ---------------------------------------------------------------------------
+# ---- the embedding cache ------------------------------------------------------------------------
 
 
 def _entry(i, nbytes=4096):
@@ -446,7 +446,7 @@ def test_server_evicts_by_memory(sam, images):
         SegmentService(sam, ServeLimits(cache_bytes=one - 1))
 
 
-# ---- concurrency -------------------------------------------------------------------------------------
+# ---- concurrency --------------------------------------------------------------------------------
 
 
 def test_concurrent_clicks_on_two_images_get_their_own_masks(client, uploaded, predictors):
@@ -507,7 +507,7 @@ def test_a_click_does_not_wait_for_another_images_encoder(client, service, uploa
     assert result["upload"].status_code == 201
 
 
-# ---- pieces ----------------------------------------------------------------------------------------
+# ---- pieces -------------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("shape", [(1, 1), (1, 9), (9, 1), (37, 53), (64, 64), (5, 8)])
@@ -526,7 +526,7 @@ def test_loopback_detection():
         assert not is_loopback(host)
 
 
-# ---- the command line ----------------------------------------------------------------------------
+# ---- the command line ---------------------------------------------------------------------------
 
 
 def rlx(*args, timeout=120):
