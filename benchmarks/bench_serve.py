@@ -126,6 +126,8 @@ def main(argv=None) -> int:
                 out.append((time.perf_counter() - t) * 1e3)
         return out
 
+    parts = {"decode_ms": [], "png_ms": []}
+
     def block_server():
         side, trip = [], []
         for k, (x, y) in enumerate([clicks[0]] + clicks):
@@ -133,10 +135,12 @@ def main(argv=None) -> int:
             t = time.perf_counter()
             r = client.post(f"{url}/api/images/{image_id}/masks", json=body)
             r.raise_for_status()
-            r.json()
+            answer = r.json()
             dt = (time.perf_counter() - t) * 1e3
             if k:
                 trip.append(dt)
+                for key in parts:
+                    parts[key].append(answer[key])
                 side.append(float(r.headers["server-timing"].split("dur=")[1]))
         return side, trip
 
@@ -172,6 +176,7 @@ def main(argv=None) -> int:
         "threads": args.threads, "image": [h, w], "clicks_per_block": args.clicks,
         "repeat": args.repeat, "masks_per_click": 3 if multimask else 1,
         "median_ms": med, "per_repeat_median_ms": per,
+        "server_parts_median_ms": {k: statistics.median(v) for k, v in parts.items()},
         "ratio_to_predict": {k: med[k] / med["predict"] for k in ("server_side", "round_trip")},
         "loadavg_1min": loads, "cpu_count": os.cpu_count(),
     }
@@ -184,6 +189,8 @@ def main(argv=None) -> int:
         lo, hi = spread[k]
         ratio = "" if k == "predict" else f"  {med[k] / med['predict']:.2f}x predict"
         print(f"  {label:<42} {med[k]:7.1f} ms  [{lo:.1f}, {hi:.1f}]{ratio}")
+    print(f"  inside the server: prediction {report['server_parts_median_ms']['decode_ms']:.1f} ms, "
+          f"PNG encoding {report['server_parts_median_ms']['png_ms']:.1f} ms (medians)")
     print(f"  1-min load average during the run: {min(loads):.2f}-{max(loads):.2f} "
           f"on {os.cpu_count()} CPUs (other processes share the machine)")
     if args.json:

@@ -181,10 +181,9 @@ class SegmentService:
         pred, best = self.predict(entry, request)
         t1 = time.perf_counter()
         masks = pred.masks
-        if masks.shape[0] == 1:
-            pngs = [mask_png(masks[0])]
-        else:
-            pngs = list(self._png_pool.map(mask_png, list(masks)))
+        # the other masks on the pool, the first one here meanwhile
+        rest = [self._png_pool.submit(mask_png, m) for m in masks[1:]]
+        pngs = [mask_png(masks[0])] + [f.result() for f in rest]
         out = {
             "masks": [{"png": base64.b64encode(png).decode("ascii"),
                        "score": float(score), "area": int(np.count_nonzero(m))}
