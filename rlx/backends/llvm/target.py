@@ -106,7 +106,8 @@ class Target:
         import llvmlite
 
         return {"llvm_triple": self.triple, "llvm_cpu": self.cpu,
-                "llvm_features": self.features, "llvmlite": llvmlite.__version__,
+                "llvm_features": self.features, "llvm_codemodel": CODE_MODEL,
+                "llvmlite": llvmlite.__version__,
                 "llvm": ".".join(map(str, llvm.llvm_version_info))}
 
     def missing_host_features(self) -> list[str]:
@@ -122,7 +123,16 @@ class Target:
         initialize()
         target = llvm.Target.from_triple(self.triple)
         return target.create_target_machine(cpu=self.cpu, features=self.features, opt=3,
-                                            reloc="pic", codemodel="default")
+                                            reloc="pic", codemodel=CODE_MODEL)
+
+
+#: The JIT places each object's sections wherever the process has room; in a process with a
+#: large, fragmented address space (a Ray worker, a long-lived server) code and its constant
+#: pool can land more than 2 GB apart, which the small model's 32-bit PC-relative references
+#: cannot span (RuntimeDyld aborts the process linking it). The large model addresses data
+#: with 64-bit immediates; inside the hot loops those loads are hoisted, so it costs nothing
+#: measurable there.
+CODE_MODEL = "large"
 
 
 def device_features(device: str) -> set[str]:
