@@ -44,7 +44,6 @@ batches only cost memory (each prompt carries ~20 MB of activations).
 
 from __future__ import annotations
 
-import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -56,6 +55,7 @@ import numpy as np
 from rlx.errors import InputError
 from rlx.runtime.buckets import BatchBuckets
 from rlx.utils.nms import box_area, box_nms
+from rlx.utils.progress import Progress
 
 from . import prompt_encoding
 from .automatic_graph import (HYPER_INPUT, KEYS_INPUT, SPARSE_INPUT, build_points_to_tokens,
@@ -148,37 +148,6 @@ class _Crop:
     stability: List[np.ndarray] = field(default_factory=list)
     points: List[np.ndarray] = field(default_factory=list)  # crop-frame (x, y)
     boxes: List[np.ndarray] = field(default_factory=list)   # crop-frame XYXY
-
-
-class _Progress:
-    """``batches done/total, masks kept`` on one redrawn stderr line; silent off a terminal."""
-
-    def __init__(self, total: int, enabled: Optional[bool]):
-        stream = sys.stderr
-        if enabled is None:
-            enabled = bool(getattr(stream, "isatty", None) and stream.isatty())
-        self.enabled, self.stream, self.total = enabled, stream, total
-        self.done, self.kept, self._last = 0, 0, 0.0
-
-    def step(self, kept: int) -> None:
-        self.done += 1
-        self.kept += kept
-        if not self.enabled:
-            return
-        now = time.perf_counter()
-        if now - self._last < 0.1 and self.done < self.total:
-            return
-        self._last = now
-        width = 24
-        filled = width * self.done // max(self.total, 1)
-        self.stream.write(f"\rsegment everything [{'#' * filled}{'.' * (width - filled)}] "
-                          f"{self.done}/{self.total} batches, {self.kept} masks kept")
-        self.stream.flush()
-
-    def close(self) -> None:
-        if self.enabled:
-            self.stream.write("\n")
-            self.stream.flush()
 
 
 _BUCKETS: "WeakKeyDictionary[object, Tuple[BatchBuckets, BatchBuckets]]" = WeakKeyDictionary()
@@ -341,12 +310,22 @@ class SamAutomaticMaskGenerator:
         crop_boxes, layers = generate_crop_boxes((h, w), self.crop_n_layers,
                                                  self.crop_overlap_ratio)
         n_batches = sum(-(-len(self.point_grids[layer]) // MAX_BATCH) for layer in layers)
-        bar = _Progress(n_batches, self.progress)
+        bar = Progress(n_batches, label="segment everything", unit="batches",
+                       enabled=self.progress, count_errors=False)
+        kept = 0
+
+        def batch_done(n_kept: int) -> None:
+            nonlocal kept
+            kept += n_kept
+            bar.note = f"{kept} masks kept"
+            bar.update()
+
         crops = []
         try:
             for box, layer in zip(crop_boxes, layers):
                 crops.append(self._process_crop(image, box, layer, (h, w),
-                                                predictor if layer == 0 else None, bar))
+                                                predictor if layer == 0 else None,
+                                                batch_done))
         finally:
             bar.close()
         t0 = time.perf_counter()
@@ -374,7 +353,7 @@ class SamAutomaticMaskGenerator:
         self._add("encoder", t0)
         return p.features, tuple(p.input_size), tuple(p.original_size)
 
-    def _process_crop(self, image, box, layer, orig_size, predictor, bar) -> _Crop:
+    def _process_crop(self, image, box, layer, orig_size, predictor, batch_done) -> _Crop:
         c = self.model.config
         features, input_size, size = self._embedding(image, box, predictor)
         crop = _Crop(box=list(box), input_size=input_size, size=size)
@@ -424,7 +403,7 @@ class SamAutomaticMaskGenerator:
             crop.points.append(pts_rep[sel])
             crop.boxes.append(boxes[ok])
             self._add("filter", t0)
-            bar.step(len(sel))
+            batch_done(len(sel))
         t0 = time.perf_counter()
         for name in ("low", "iou", "stability", "points", "boxes"):
             parts = getattr(crop, name)

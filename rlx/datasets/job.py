@@ -14,7 +14,7 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence
 
 from .engines import get_engine
 from .outcome import Item
-from .progress import Progress
+from rlx.utils.progress import Progress
 from .workdir import WorkDir
 
 __all__ = ["JobSummary", "run_job"]

@@ -7,7 +7,7 @@ import os
 import pytest
 
 from rlx.datasets import Item, WorkDir
-from rlx.datasets.progress import Progress, format_duration
+from rlx.utils.progress import Progress, format_duration
 from rlx.datasets.workdir import work_dir_for
 from rlx.errors import InputError
 

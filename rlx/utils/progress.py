@@ -1,6 +1,7 @@
-"""A one-line progress bar for dataset jobs: done/total, items/s, ETA, errors.
+"""A one-line progress bar for long work: done/total, items/s, ETA, errors, a note.
 
-Drawn only on a terminal (a log file or a pipe gets nothing but the final
+Used by dataset jobs (images) and segment-everything (prompt batches, with
+"masks kept" as its note). Drawn only on a terminal (a log file or a pipe gets nothing but the final
 summary the command prints), redrawn at most a few times a second. The rate
 counts the items processed in this run, not the ones reused from the work
 folder, so a resumed run shows a true ETA.
@@ -27,8 +28,12 @@ class Progress:
     MIN_INTERVAL = 0.2  # seconds between redraws
 
     def __init__(self, total: int, done: int = 0, label: str = "", unit: str = "images",
-                 stream: Optional[IO] = None, enabled: Optional[bool] = None):
+                 stream: Optional[IO] = None, enabled: Optional[bool] = None,
+                 count_errors: bool = True):
         self.total, self.done, self.errors = total, done, 0
+        self.count_errors = count_errors
+        #: free text shown after the counts (e.g. "12 masks kept")
+        self.note = ""
         self.start_done = done
         self.label, self.unit = label, unit
         self.stream = stream if stream is not None else sys.stderr
@@ -54,7 +59,10 @@ class Progress:
             parts.append(f"ETA {format_duration((self.total - self.done) / rate)}")
         else:
             parts.append("ETA --")
-        parts.append(f"errors {self.errors}")
+        if self.count_errors:
+            parts.append(f"errors {self.errors}")
+        if self.note:
+            parts.append(self.note)
         return "  ".join(parts)
 
     def draw(self, force: bool = False) -> None:
@@ -70,7 +78,7 @@ class Progress:
         self.stream.write("\r" + text + pad)
         self.stream.flush()
 
-    def update(self, ok: bool) -> None:
+    def update(self, ok: bool = True) -> None:
         self.done += 1
         if not ok:
             self.errors += 1
