@@ -205,7 +205,10 @@ def synthetic_weights(config, seed: int = 0) -> WeightStore:
     sizes = {name: int(np.prod(shape)) for name, shape in shapes.items()}
     total, largest = sum(sizes.values()), max(sizes.values(), default=0)
     rng = np.random.default_rng(seed)
-    pool = rng.standard_normal(max(largest, min(total, POOL_SIZE)), dtype=np.float32)
+    # at least twice the largest tensor, so even the largest has many possible offsets
+    # (a pool of exactly its size would give every such tensor -- ViT-L's MLP weights --
+    # the same draws)
+    pool = rng.standard_normal(max(2 * largest, min(total, POOL_SIZE)), dtype=np.float32)
     out, next_start = {}, 0
     for name, shape in shapes.items():
         mean, std = _std(name, shape, name.rsplit(".", 1)[0] in norms)

@@ -128,6 +128,27 @@ def test_synthetic_weights_are_seeded_complete_and_realistic():
     assert abs(qkv.std() * np.sqrt(c.encoder_embed_dim) - 1.0) < 0.1
 
 
+@pytest.mark.parametrize("pool_size", [1 << 10, 1 << 22])
+def test_synthetic_weights_of_one_shape_differ_across_blocks(monkeypatch, pool_size):
+    """A pool smaller than the model (ViT-L/H with the real pool size) must still give each
+    block its own weights, or a block-order bug would go unseen."""
+    import models.sam.weights as weights
+
+    monkeypatch.setattr(weights, "POOL_SIZE", pool_size)
+    # without the patch embedding the largest tensors are the blocks' MLP weights, as in ViT-L
+    full = weights.expected_state_dict_shapes
+    monkeypatch.setattr(weights, "expected_state_dict_shapes", lambda c: {
+        k: v for k, v in full(c).items() if k != "image_encoder.patch_embed.proj.weight"})
+    a = synthetic_weights(small_config(), 0)
+    same_shape = {}
+    for k, v in a.items():
+        same_shape.setdefault(v.shape, []).append(k)
+    for names in same_shape.values():
+        for i, x in enumerate(names):
+            for y in names[i + 1:]:
+                assert not np.array_equal(a[x] - a[x].mean(), a[y] - a[y].mean()), (x, y)
+
+
 def test_synthetic_weights_are_announced_and_give_a_sane_embedding():
     with pytest.warns(SyntheticWeightsWarning, match="SYNTHETIC"):
         sam = build_sam(small_config(), checkpoint=None, profile="reference", debug=OFF)
