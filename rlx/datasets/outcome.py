@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import time
 from dataclasses import dataclass
 from typing import Any, Callable, Dict
@@ -41,7 +42,14 @@ class Item:
 
     @property
     def digest(self) -> str:
-        return payload_digest(self.payload)
+        """Payload and the file's size and modification time: an image replaced under the
+        same name between a run and its resume is processed again, not reused."""
+        try:
+            st = os.stat(self.path)
+            file = [st.st_size, st.st_mtime_ns]
+        except OSError:  # unreadable here: the item will fail (or run on another node)
+            file = None
+        return payload_digest({"payload": self.payload, "file": file})
 
     def to_dict(self) -> Dict[str, Any]:
         return {"key": self.key, "path": self.path, "payload": self.payload}

@@ -33,6 +33,19 @@ def test_outcomes_are_reused_only_when_ok_and_the_payload_is_unchanged(tmp_path)
     assert w.finished([a, b]) == {}
 
 
+def test_an_image_replaced_under_the_same_name_is_not_reused(tmp_path):
+    img = tmp_path / "a.png"
+    img.write_bytes(b"first")
+    w = WorkDir(tmp_path / "a.work")
+    w.open({"model": "m"})
+    item = Item("a.png", str(img))
+    w.write(ok(item, n=1))
+    assert set(w.finished([item])) == {"a.png"}
+    img.write_bytes(b"second, longer")
+    os.utime(img, ns=(1, 1))
+    assert w.finished([item]) == {}
+
+
 def test_a_work_folder_made_with_other_settings_is_refused(tmp_path):
     WorkDir(tmp_path / "w").open({"model": "vit_b", "mode": "prompts"})
     WorkDir(tmp_path / "w").open({"mode": "prompts", "model": "vit_b"})  # same: fine
