@@ -81,6 +81,8 @@ def _object(raw: bytes, fields, empty_ok: bool = False) -> dict:
         body = json.loads(raw)
     except (ValueError, UnicodeDecodeError) as e:
         raise _bad("body", f"malformed JSON: {e}") from None
+    except RecursionError:  # e.g. "[[[[..." nested deeper than the parser's stack
+        raise _bad("body", "malformed JSON: nested too deeply") from None
     if not isinstance(body, dict):
         raise _bad("body", f"expected a JSON object with {', '.join(fields)}")
     unknown = sorted(set(body) - set(fields))

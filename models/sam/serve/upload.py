@@ -123,5 +123,6 @@ def decode_image(data: bytes, max_pixels: int) -> np.ndarray:
                        FIELD) from None
     except InputError as e:
         raise ApiError(400, str(e), FIELD) from None
-    except (OSError, ValueError, SyntaxError, EOFError) as e:
-        raise ApiError(400, f"cannot decode the uploaded image: {e}", FIELD) from None
+    except Exception as e:  # a format plugin may fail on crafted data with any error type
+        raise ApiError(400, f"cannot decode the uploaded image: {type(e).__name__}: {e}",
+                       FIELD) from None

@@ -310,6 +310,17 @@ def test_bad_uploads_are_400(client):
                             headers={"content-type": "image/png"}), 400, "file", "multipart")
 
 
+def test_a_decoder_failing_with_any_error_is_400(client, monkeypatch):
+    """Pillow's format plugins can fail on crafted files with struct.error, IndexError, ..."""
+    import models.sam.serve.upload as upload_module
+
+    def crash(img):
+        raise IndexError("tile extends outside the image")
+    monkeypatch.setattr(upload_module, "load_image", crash)
+    img = synthetic_images.make_image(40, 50, seed=3)
+    check_error(upload(client, png_bytes(img)), 400, "file", "IndexError")
+
+
 def test_grayscale_and_rgba_uploads_are_converted(client):
     img = synthetic_images.make_image(40, 50, seed=3)
     for mode in ("L", "RGBA"):
@@ -343,6 +354,7 @@ BAD_PROMPTS = {
     "refine not bool": (b'{"points": [[1, 2]], "refine": 1}', "refine"),
     "empty prompt": (b'{"points": [], "box": null}', "points"),
     "too many points": (json.dumps({"points": [[1, 1]] * 100}).encode(), "points"),
+    "nested too deeply": (b"[" * 200_000, "body"),
 }
 
 
