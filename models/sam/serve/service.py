@@ -14,7 +14,8 @@ One `SegmentService` wraps one compiled `Sam`. What may run at the same time:
 * **Segment everything** runs `models.sam.automatic.SamAutomaticMaskGenerator`
   on the kept embedding (no encoder pass), one request at a time
   (``_everything_lock``: its batched decoder graphs run one call at a
-  time); clicks go ahead meanwhile.
+  time; a second request meanwhile gets 503 instead of waiting on a
+  request thread); clicks go ahead meanwhile.
 * The state a `SamPredictor` keeps for its one image (embedding, original
   and input size) lives in each cache entry instead, and a click runs
   `models.sam.predict.predict_from_embedding` on it -- the function
@@ -218,9 +219,17 @@ class SegmentService:
         t0 = time.perf_counter()
         predictor = SamPredictor(self.sam)  # holds this image's embedding for the generator
         set_image_embedding(predictor, entry.features, entry.original_size)
-        with self._everything_lock:
+        # one at a time, and a second request is turned away rather than queued: a queued
+        # request would hold one of the server's request threads, which uploads and clicks
+        # share, for as long as the first runs
+        if not self._everything_lock.acquire(blocking=False):
+            raise ApiError(503, "busy: another segment-everything request is running; "
+                                "retry when it has finished", "everything")
+        try:
             gen = self.generator(settings or EverythingRequest())
             records = gen.generate_from_predictor(predictor)
+        finally:
+            self._everything_lock.release()
         annotations = [{"id": i + 1, "image_id": 1, "category_id": 1, "iscrowd": 0, **r}
                        for i, r in enumerate(records)]
         return {

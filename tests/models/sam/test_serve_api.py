@@ -262,6 +262,17 @@ def test_bad_everything_settings_are_422(client, uploaded, body, field):
     check_error(r, 422, field)
 
 
+def test_everything_while_another_runs_is_503_not_queued(client, uploaded, service):
+    lock = service._everything_lock
+    assert lock.acquire(blocking=False)
+    try:
+        check_error(client.post(f"/api/images/{uploaded[0]}/everything", json=EVERYTHING),
+                    503, "everything", "busy")
+    finally:
+        lock.release()
+    assert client.post(f"/api/images/{uploaded[0]}/everything", json=EVERYTHING).status_code == 200
+
+
 def test_everything_on_an_unknown_id_is_404(client):
     check_error(client.post("/api/images/0123456789abcdef/everything"), 404, "id")
 
