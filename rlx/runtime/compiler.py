@@ -128,7 +128,7 @@ def compile_graph(graph: Graph, profile: "CompileProfile | str | None" = None,
     key = record = None
     if cache is not None:
         key = plan_cache.plan_key(graph, profile, backend.name, cache)
-        record = plan_cache.load(cache, key)
+        record = plan_cache.load(cache, key) if key is not None else None
     if record is not None:
         lowered, pass_records = record.lowered, record.passes
         to_compile = sorted(i for i, s in record.kernels.items() if s is not None)

@@ -84,14 +84,37 @@ def _profile_facts(profile) -> dict:
     return {k: repr(v) for k, v in facts.items()}
 
 
-def plan_key(graph: Graph, profile, backend_name: str, cache) -> str:
-    """The plan-cache key of compiling `graph` under `profile` into `cache`'s store."""
+@lru_cache(maxsize=1)
+def tool_versions() -> dict:
+    """Versions of the code generators and numpy: a plan holds IR text and kernel
+    descriptions made by them, so an upgrade must miss."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {}
+    for dist in ("llvmlite", "numba", "numpy"):
+        try:
+            out[dist] = version(dist)
+        except PackageNotFoundError:
+            out[dist] = None
+    return out
+
+
+def plan_key(graph: Graph, profile, backend_name: str, cache) -> str | None:
+    """The plan-cache key of compiling `graph` under `profile` into `cache`'s store (None: the
+    graph has no text form -- e.g. a name the printer refuses -- so it is compiled uncached)."""
+    from rlx.errors import RlxError
+
+    try:
+        text = print_graph(graph)
+    except RlxError:
+        return None
     h = hashlib.sha256()
     h.update(json.dumps({"format": FORMAT, "backend": backend_name,
                          "profile": _profile_facts(profile), "code": code_version(),
-                         "store": cache.fingerprint}, sort_keys=True).encode())
+                         "tools": tool_versions(), "store": cache.fingerprint},
+                        sort_keys=True).encode())
     h.update(b"\0")
-    h.update(print_graph(graph).encode("utf-8"))
+    h.update(text.encode("utf-8"))
     return h.hexdigest()
 
 

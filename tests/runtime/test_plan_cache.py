@@ -114,7 +114,8 @@ def test_changed_graph_is_a_miss(model, tmp_path, monkeypatch):
 
 
 @pytest.mark.parametrize("change", [{"fusion": False}, {"fastmath": True},
-                                    {"attention_block": 64}, {"threads": 2}])
+                                    {"attention_block": 64}, {"threads": 2},
+                                    {"vector_bits": 128}])
 def test_changed_profile_is_a_miss(model, tmp_path, change):
     graph, weights, inputs = model
     compile_graph(graph, profile_for("llvm", tmp_path), weights)
@@ -136,6 +137,24 @@ def test_changed_compiler_source_is_a_miss(model, tmp_path, monkeypatch):
     compile_graph(graph, profile, weights)
     monkeypatch.setattr(plan_cache, "code_version", lambda: "another version of rlx")
     assert not compile_graph(graph, profile, weights).report.plan_from_cache
+
+
+def test_upgraded_code_generator_is_a_miss(model, tmp_path, monkeypatch):
+    graph, weights, _ = model
+    profile = profile_for("llvm", tmp_path)
+    compile_graph(graph, profile, weights)
+    monkeypatch.setattr(plan_cache, "tool_versions",
+                        lambda: {"llvmlite": "99.0", "numba": "99.0", "numpy": "9.0"})
+    assert not compile_graph(graph, profile, weights).report.plan_from_cache
+
+
+def test_graph_without_a_text_form_compiles_uncached(model, tmp_path):
+    """The printer refuses some graph names; such a graph still compiles (no plan entry)."""
+    graph, weights, inputs = model
+    graph.name = "my model/v2"
+    cg = compile_graph(graph, profile_for("llvm", tmp_path), weights)
+    assert not cg.report.plan_from_cache and entries(tmp_path) == []
+    check(cg, graph, weights, inputs)
 
 
 @pytest.mark.parametrize("damage", ["truncated", "garbage-resealed", "manifest-gone"])
