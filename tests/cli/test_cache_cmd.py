@@ -11,6 +11,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from rlx.backends.common.kernel_store import KernelCache
 from rlx.cli import main
 
@@ -64,3 +66,12 @@ def test_a_bad_cap_is_one_line_and_exit_2(tmp_path, monkeypatch, capsys):
     err = capsys.readouterr().err
     assert err.strip() == ("rlx cache: error: RLX_CACHE_MAX_MB='2GB': expected a whole number "
                            "of megabytes (0: no cap)")
+
+
+@pytest.mark.parametrize("backend", ["../..", "llvm/../..", "/etc"])
+def test_clear_takes_a_backend_name_never_a_path(tmp_path, monkeypatch, capsys, backend):
+    monkeypatch.setenv("RLX_CACHE_DIR", str(tmp_path / "cache"))
+    assert main(["cache", "clear", "--backend", backend]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("rlx cache: error:") and "not a backend name" in err
+    assert "\n" not in err

@@ -351,6 +351,9 @@ class KernelCache:
     def entries(self, namespace: str | None = None) -> Iterator[EntryInfo]:
         """Every entry directory of the layout (complete or not); other files are not ours."""
         if namespace:
+            if not namespace.isidentifier():  # one folder name below the root, never a path
+                raise CacheError(f"kernel cache: {namespace!r} is not a backend name "
+                                 "(e.g. llvm, numba, plan)")
             spaces = [self.root / namespace]
         elif self.root.is_dir():
             spaces = sorted(p for p in self.root.iterdir() if p.is_dir())
