@@ -35,6 +35,7 @@ from typing import Any, Dict
 from rlx.errors import InputError
 
 from . import annotate_everything
+from .cli_args import add_model_arguments
 from .segment_cli import HIDDEN_MODELS, MODELS, SYNTHETIC_NOTE
 
 __all__ = ["COMMAND", "add_arguments", "run", "job_settings"]
@@ -63,14 +64,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "(default: one per 4 cores, at least 1)")
     p.add_argument("--threads", type=str, default=None, metavar="N",
                    help="threads per worker (default: the cores shared out over the workers)")
-    p.add_argument("--checkpoint", metavar="PATH",
-                   help="Meta SAM checkpoint (.pth) or .safetensors; without it: synthetic "
-                        "weights (meaningless masks)")
-    p.add_argument("--model", default="vit_b", metavar="{vit_b,vit_l,vit_h}",
-                   help="model size matching the checkpoint (default vit_b)")
-    p.add_argument("--profile", default=None, metavar="P",
-                   help="compile profile: a preset or a .toml/.json file (default: a profile "
-                        "next to the checkpoint, else 'default')")
+    add_model_arguments(p)
     p.add_argument("--category", default="object", metavar="NAME",
                    help="the one COCO category every annotation gets (default 'object')")
     p.add_argument("--keep-work", action="store_true",

@@ -31,6 +31,8 @@ import warnings
 
 from rlx.errors import InputError
 
+from ..cli_args import add_model_arguments
+
 __all__ = ["COMMAND", "add_arguments", "run"]
 
 MODELS = ("vit_b", "vit_l", "vit_h")
@@ -41,14 +43,7 @@ START_BUCKETS = ((2, False), (3, False))
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--checkpoint", metavar="PATH",
-                   help="Meta SAM checkpoint (.pth) or .safetensors; without it: synthetic "
-                        "weights (meaningless masks)")
-    p.add_argument("--model", default="vit_b", metavar="{vit_b,vit_l,vit_h}",
-                   help="model size matching the checkpoint (default vit_b)")
-    p.add_argument("--profile", default=None, metavar="P",
-                   help="compile profile: a preset or a .toml/.json file (default: a profile "
-                        "next to the checkpoint, else 'default')")
+    add_model_arguments(p)
     p.add_argument("--host", default="127.0.0.1",
                    help="address to bind (default 127.0.0.1: this machine only; the server "
                         "has no authentication)")
