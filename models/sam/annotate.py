@@ -16,7 +16,7 @@ job runs; each image's outcome lands in ``<out stem>.work/`` as soon as it
 is done, and the final file is written atomically at the end. The work
 folder is removed after a run without errors; with errors it is kept, so a
 rerun after fixing the images redoes only those (``--keep-work`` keeps it
-always). Interrupted (Ctrl-C, a kill), the same command resumes.
+always), and the exit status is 1 (the file is written all the same). Interrupted (Ctrl-C, a kill), the same command resumes.
 
 ``--model small`` (hidden) selects the tiny test configuration, as in
 ``rlx segment``.
@@ -211,7 +211,8 @@ def run(args: argparse.Namespace) -> int:
     print(f"wrote {args.out}")
     if synthetic:
         print(f"WARNING: {SYNTHETIC_NOTE}", file=sys.stderr)
-    return 0
+    # The file is complete either way; a script still has to learn that images are missing.
+    return 1 if summary.errors else 0
 
 
 def _plan_text(workers, threads) -> str:
