@@ -4,6 +4,10 @@
         python -m benchmarks.bench_sam --model vit_b --threads 2 --repeat 5 \\
             --systems torch,torch-compile,onnxruntime,rlx --json out.json --chart out.png
 
+    # bf16 (issue 14): OpenVINO's default picks bf16 on CPUs with bf16 units
+    env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE \
+        python -m benchmarks.bench_sam --systems openvino,openvino-f32,rlx,rlx-bf16 --threads 2
+
 Tasks:
 
 * ``encoder``: image encoder + neck, ``[1,3,1024,1024] -> [1,256,64,64]``;
@@ -88,10 +92,19 @@ SYSTEMS: dict[str, dict[str, str]] = {
         "encoder": "benchmarks.peers.onnx_sam:encoder",
         "prompt": "benchmarks.peers.onnx_sam:prompt_masks",
     },
+    "openvino": {
+        "encoder": "benchmarks.peers.openvino_sam:encoder",
+        "prompt": "benchmarks.peers.openvino_sam:prompt_masks",
+    },
     "rlx": {
         "encoder": "benchmarks.peers.rlx_sam:encoder",
         "prompt": "benchmarks.peers.rlx_sam:prompt_masks",
     },
+}
+#: Systems that are another system with fixed keyword arguments.
+VARIANTS: dict[str, tuple[str, dict]] = {
+    # OpenVINO picks bf16 by itself on CPUs with bf16 units; this one is told f32.
+    "openvino-f32": ("openvino", {"precision": "f32"}),
 }
 DEFAULT_SYSTEMS = "torch,torch-compile,onnxruntime,rlx"
 
@@ -100,9 +113,12 @@ def system_runners(name: str) -> tuple[dict[str, str], dict]:
     """(task -> target, extra kwargs) for a system name, incl. ``rlx-<profile>``."""
     if name in SYSTEMS:
         return SYSTEMS[name], {}
+    if name in VARIANTS:
+        base, kwargs = VARIANTS[name]
+        return SYSTEMS[base], dict(kwargs)
     if name.startswith("rlx-") and len(name) > 4:
         return SYSTEMS["rlx"], {"profile": name[4:]}
-    known = ", ".join(list(SYSTEMS) + ["rlx-<profile>"])
+    known = ", ".join(list(SYSTEMS) + list(VARIANTS) + ["rlx-<profile>"])
     raise SystemExit(f"unknown system {name!r}; known: {known}")
 
 
@@ -290,8 +306,9 @@ def format_scaling(report: dict) -> list[str]:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(
         prog="python -m benchmarks.bench_sam",
-        description="Benchmark SAM v1 on the CPU: rlx against torch eager, torch.compile "
-        "and ONNX Runtime, each measurement in a fresh subprocess.",
+        description="Benchmark SAM v1 on the CPU: rlx against torch eager, torch.compile, "
+        "ONNX Runtime and OpenVINO (openvino = its defaults, openvino-f32 = forced f32), "
+        "each measurement in a fresh subprocess.",
     )
     ap.add_argument("--model", default="vit_b", choices=["vit_b", "vit_l", "vit_h"])
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 1,
