@@ -71,6 +71,9 @@ class GemmSpec:
     #: C), or None when the argument is the operand itself (contiguous)
     a_view: StridedView | None = None
     b_view: StridedView | None = None
+    #: "bf16": operands rounded to bf16, f32 accumulation (a kernel on the CPU's matrix
+    #: units; `describe(..., bf16=True)`); "f32" otherwise
+    precision: str = "f32"
 
 
 @dataclass
@@ -440,12 +443,21 @@ def reduced_precision(node: Node) -> bool:
     return any(n.attrs.get("precision", "f32") != "f32" for n in nodes)
 
 
-def describe(node: Node, attention_block: int = 256) -> KernelSpec | None:
-    """The kernel spec of `node`, or None if it is not supported natively (bf16 products
-    included: the specs describe f32 kernels; those nodes run on the reference kernel,
-    which computes the bf16 semantics)."""
+def describe(node: Node, attention_block: int = 256, bf16: bool = False) -> KernelSpec | None:
+    """The kernel spec of `node`, or None if it is not supported natively.
+
+    Nodes computing a product in bf16 (`reduced_precision`) are described only when the
+    caller has a bf16 GEMM for the device (`bf16`: the llvm backend on a CPU with
+    AVX512-BF16 or AMX): a matmul or fused gemm group then gets a `GemmSpec` with
+    ``precision = "bf16"``. Otherwise, and for bf16 attention, None: the node runs on the
+    reference kernel, which computes the bf16 semantics."""
     if reduced_precision(node):
-        return None
+        return _bf16_gemm(node, attention_block) if bf16 else None
+    return _describe_f32(node, attention_block)
+
+
+def _describe_f32(node: Node, attention_block: int) -> KernelSpec | None:
+    """`describe` of a node, its precision attributes aside."""
     try:
         _check_dtypes(node.inputs)
         _check_dtypes(node.outputs)
@@ -484,3 +496,22 @@ def describe(node: Node, attention_block: int = 256) -> KernelSpec | None:
     except Unsupported:
         return None
     return None
+
+
+def _bf16_gemm(node: Node, attention_block: int) -> GemmSpec | None:
+    """A bf16 product's spec: a matmul or gemm group on f32 operands, else None."""
+    gemm = node.op == "matmul" or (node.op == "fused" and node.attrs.get("kind") == "gemm")
+    if not gemm:
+        return None
+    mm = node if node.op == "matmul" else next(
+        (n for n in node.body.nodes if n.op == "matmul"), None)
+    if mm is None or any(v.dtype != "f32" for v in list(mm.inputs) + list(mm.outputs)):
+        return None
+    if node.op == "fused" and any(n is not mm and n.attrs.get("precision", "f32") != "f32"
+                                  for n in node.body.nodes):
+        return None
+    spec = _describe_f32(node, attention_block)
+    if not isinstance(spec, GemmSpec):
+        return None
+    spec.precision = "bf16"
+    return spec

@@ -20,7 +20,8 @@ from typing import Sequence
 from rlx.backends.base import Capabilities, KernelContext, KernelInfo
 from rlx.backends.common.scalar import ScalarProgram
 from rlx.backends.common.spec import (COPY_OPS, HOST_OPS, AttentionSpec, ElementwiseSpec,
-                                      GemmSpec, HostSpec, NormSpec, describe)
+                                      GemmSpec, HostSpec, NormSpec, describe,
+                                      reduced_precision)
 from rlx.errors import RlxError
 from rlx.ir.graph import Node
 from rlx.ir.ops import OPS
@@ -83,12 +84,23 @@ class LLVMBackend:
 
     # ---- analysis ------------------------------------------------------------------------------
 
+    def _bf16_unit(self, ctx: KernelContext) -> str | None:
+        """The unit bf16 GEMMs compile for under `ctx`'s profile (None: the device has no
+        bf16 matrix unit, and they run on the reference kernel)."""
+        from rlx.backends.llvm.gemm_bf16 import unit_for
+
+        return unit_for(ctx.profile.device)
+
     def _spec(self, node: Node, ctx: KernelContext | None = None):
+        """`describe(node)` under `ctx`'s profile. Without a context (`supports`, which
+        the runtime calls without a profile) bf16 products are described as if the device
+        had a unit; `compile` then gives a reference kernel where it has none."""
         block = getattr(ctx.profile, "attention_block", 256) if ctx is not None else 256
-        key = (id(node), block)
+        bf16 = ctx is None or self._bf16_unit(ctx) is not None
+        key = (id(node), block, bf16)
         hit = self._specs.get(key)
         if hit is None or hit[0] is not node:
-            hit = self._specs[key] = (node, describe(node, attention_block=block))
+            hit = self._specs[key] = (node, describe(node, attention_block=block, bf16=bf16))
         return hit[1]
 
     def supports(self, node: Node) -> bool:
@@ -106,7 +118,7 @@ class LLVMBackend:
         return (bool(getattr(ctx.profile, "fastmath", False)),
                 getattr(ctx.profile, "gemm", "blas") == "native" or found is None,
                 found.int_bits if found is not None else 64, ctx.profile.effective_threads,
-                vector_config(profile_target(ctx.profile)))
+                vector_config(profile_target(ctx.profile)), self._bf16_unit(ctx))
 
     def generate(self, node: Node, ctx: KernelContext) -> Generated | None:
         """The IR module of `node`'s kernel (None for host kernels)."""
@@ -119,8 +131,8 @@ class LLVMBackend:
         return self._generated[key]
 
     def _generate(self, node: Node, spec, fm: bool, native: bool, bits: int,
-                  threads: int, vc) -> Generated | None:
-        from rlx.backends.llvm import attention, elementwise, gemm, norm
+                  threads: int, vc, bf16_unit: str | None) -> Generated | None:
+        from rlx.backends.llvm import attention, elementwise, gemm, gemm_bf16, norm
 
         title = _title(node, spec)
         n_in, n_out = len(node.inputs), len(node.outputs)
@@ -134,6 +146,11 @@ class LLVMBackend:
             return Generated("norm", norm.norm_module(spec, n_in, out_dts[0], title, fm),
                              norm.tasks(spec), spec.nest.numel * (_cost(spec.program) + 12),
                              n_in + 1)
+        if isinstance(spec, GemmSpec) and spec.precision == "bf16":
+            bp = gemm_bf16.bf16_plan(spec, threads, bf16_unit)
+            return Generated("gemm", gemm_bf16.bf16_gemm_module(spec, n_in, title, threads,
+                                                                bf16_unit, fm),
+                             bp.p.tasks, math.prod(spec.out_shape) * max(bp.p.k, 1), n_in + 3)
         if isinstance(spec, GemmSpec):
             p = gemm.kernel_plan(spec, native, threads, out_dts[0], vc)
             work = math.prod(spec.out_shape) * max(p.k, 1)
@@ -150,6 +167,8 @@ class LLVMBackend:
 
     def compile(self, node: Node, ctx: KernelContext):
         spec = self._spec(node, ctx)
+        if spec is None and reduced_precision(node) and self._spec(node) is not None:
+            return self._reference(node, ctx)
         if spec is None:
             raise RlxError(f"llvm backend cannot compile {node.op} ({node.outputs[0].ref})")
         t0 = time.perf_counter()
@@ -180,6 +199,8 @@ class LLVMBackend:
         nthreads = ctx.profile.effective_threads
         common = (loaded, gen.n_ptrs, gen.n_tasks, gen.work, nthreads, info)
         native = getattr(ctx.profile, "gemm", "blas") == "native" or found is None
+        if isinstance(spec, GemmSpec) and spec.precision == "bf16":
+            return self._bf16_kernel(node, spec, common, ctx, unusable)
         blas_calls = (isinstance(spec, GemmSpec) and not native
                       and self._calls_blas(spec, node, ctx))
         if isinstance(spec, GemmSpec) and native:
@@ -191,6 +212,34 @@ class LLVMBackend:
                 *common, unusable=unusable, n_operand_ptrs=gen.n_ptrs - 2,
                 scratch_elems=attention.scratch_floats(spec, vector_config(target)))
         return kernels.CompiledKernel(*common, unusable=unusable, calls_blas=blas_calls)
+
+    def _reference(self, node: Node, ctx: KernelContext):
+        """The reference kernel for a bf16 product on a device without bf16 units (it
+        computes the bf16 semantics in numpy; nothing is compiled)."""
+        from rlx.backends.reference.backend import ReferenceKernel
+
+        kernel = ReferenceKernel(node)
+        kernel.info.extra.update(compiled=False, reason=(
+            f"bf16 product on device {ctx.profile.device}, which has no bf16 matrix unit"))
+        return kernel
+
+    def _bf16_kernel(self, node: Node, spec, common: tuple, ctx: KernelContext,
+                     unusable: str | None):
+        """The bf16 GEMM kernel; unusable (a clear error instead of SIGILL) when this CPU
+        lacks the unit it was compiled for."""
+        from rlx.backends.llvm.bf16_kernel import Bf16GemmKernel
+        from rlx.backends.llvm.gemm_bf16 import CPUINFO_FLAG, FEATURE
+        from rlx.backends.llvm.target import host_features
+        from rlx.ir.graph import WEIGHT
+
+        unit = self._bf16_unit(ctx)
+        if unusable is None and unit in FEATURE and FEATURE[unit] not in host_features():
+            unusable = (f"bf16 kernel {node.outputs[0].ref} uses {unit}; this CPU lacks "
+                        f"{CPUINFO_FLAG[unit]}")
+        common[-1].extra["bf16_unit"] = unit
+        return Bf16GemmKernel(*common, unusable=unusable, spec=spec, unit=unit,
+                              threads=ctx.profile.effective_threads,
+                              b_is_weight=node.inputs[spec.b].kind == WEIGHT)
 
     def _calls_blas(self, spec, node: Node, ctx: KernelContext) -> bool:
         """The GEMM calls BLAS (not one of the generated loops of `gemm_loops`)."""
@@ -223,7 +272,7 @@ class LLVMBackend:
     def kernel_state(self, node: Node, kernel, ctx: KernelContext):
         """A picklable description of `node`'s kernel: settings, spec and generated IR."""
         spec = self._spec(node, ctx)
-        gen = None if isinstance(spec, HostSpec) else self.generate(node, ctx)
+        gen = None if spec is None or isinstance(spec, HostSpec) else self.generate(node, ctx)
         return (self._settings(ctx), spec, gen)
 
     def restore_many(self, nodes: Sequence[Node], states: Sequence, ctx: KernelContext) -> list:
@@ -243,7 +292,10 @@ class LLVMBackend:
                 out.append(self.compile(node, ctx))
                 continue
             _, spec, gen = state
-            self._specs[(id(node), block)] = (node, spec)
+            if spec is None:  # a bf16 product on a device without units
+                out.append(self._reference(node, ctx))
+                continue
+            self._specs[(id(node), block, self._bf16_unit(ctx) is not None)] = (node, spec)
             out.append(self._kernel(node, spec, gen, ctx, time.perf_counter()))
         return out
 
@@ -263,7 +315,7 @@ class LLVMBackend:
         comment = ";" if fmt == "llvm" else "#"
         for node in nodes:
             ref = node.outputs[0].ref
-            if not self.supports(node):
+            if self._spec(node, ctx) is None:
                 out.append(f"{comment} ---- {ref} = {node.op}: reference kernel (not compiled)")
                 continue
             gen = self.generate(node, ctx)

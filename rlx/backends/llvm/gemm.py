@@ -208,6 +208,19 @@ def epilogue_rows(spec: GemmSpec, col_block: int = 0) -> int:
     return math.gcd(spec.epilogue.nest.shape[-1], spec.out_shape[-1], col_block)
 
 
+def epilogue_function(module: ir.Module, spec: GemmSpec, n_inputs: int, dtype: str,
+                      col_block: int = 0, fastmath: bool = False):
+    """(epilogue function, g) for `spec`, or (None, None) without an epilogue: the
+    elementwise epilogue over rows of g output elements, called as
+    ``epilogue(lo, hi, in_0, ..., out)`` on the g-rows [lo, hi) a task has just written."""
+    if spec.epilogue is None:
+        return None, None
+    g = epilogue_rows(spec, col_block)
+    e = dataclasses.replace(spec.epilogue, nest=split_last(spec.epilogue.nest, g))
+    return elementwise_function(module, e, n_inputs, [dtype], name="epilogue", chunk=None,
+                                fastmath=fastmath), g
+
+
 def kernel_plan(spec: GemmSpec, native: bool, threads: int, dtype: str, vc) -> GemmPlan:
     """The plan the generated kernel follows (tasks included): `plan`, switched to column
     blocks when the product runs on `skinny_kernel`."""
@@ -240,13 +253,7 @@ def gemm_module(spec: GemmSpec, n_inputs: int, dtype: str, title: str, native: b
     for a in fn.args[2:]:
         a.add_attribute("noalias")
     ops = Operands(fn, n_inputs)
-    epi = None
-    g = None
-    if spec.epilogue is not None:
-        g = epilogue_rows(spec, p.col_block)
-        e = dataclasses.replace(spec.epilogue, nest=split_last(spec.epilogue.nest, g))
-        epi = elementwise_function(module, e, n_inputs, [dtype], name="epilogue", chunk=None,
-                                   fastmath=fastmath)
+    epi, g = epilogue_function(module, spec, n_inputs, dtype, p.col_block, fastmath)
     kernel = native_kernel(module, dtype, p.n, p.k, vc) if native else None
     tiny = None if native or not small(p, dtype, vc) else small_kernel(module, vc, p)
     thin = skinny_kernel(module, vc, p) if not native and skinny_columns(p, vc, dtype) else None

@@ -1,0 +1,66 @@
+"""Runtime side of the bf16 GEMM: operands rounded and packed, then the generated kernel.
+
+A is rounded to bf16 and packed on every call (it is an activation). B is
+packed once per bound array when it is a weight of the graph: the packed
+bf16 copy (half the bytes of the f32 weight) is kept by the kernel, keyed
+by the very array object bound, so re-binding other weights packs again.
+A B computed by the graph (an activation) is packed on every call.
+The packed layouts are `rlx.backends.llvm.bf16pack`'s.
+
+AMX kernels ask Linux for tile state once per process before their first
+call (`rlx.backends.llvm.amx.request_permission`).
+"""
+
+from __future__ import annotations
+
+import threading
+import weakref
+
+import numpy as np
+
+from rlx.backends.llvm.bf16pack import pack_a, pack_b
+from rlx.backends.llvm.gemm_bf16 import bf16_plan
+from rlx.backends.llvm.kernels import CompiledKernel, gemm_operand
+
+
+class Bf16GemmKernel(CompiledKernel):
+    """The bf16 GEMM over packed operands (passed after the output)."""
+
+    def __init__(self, *args, spec, unit: str, threads: int, b_is_weight: bool, **kw):
+        super().__init__(*args, **kw)
+        self.spec = spec
+        self.unit = unit
+        self.plan = bf16_plan(spec, threads, unit)
+        self.b_is_weight = b_is_weight
+        self._packed_b: tuple | None = None  # (weak reference to the bound B, packed B)
+        self._lock = threading.Lock()
+        self._ready = unit != "amx"
+
+    def packed_weight(self, b_buf: np.ndarray) -> np.ndarray:
+        """B packed (cached for the bound weight array `b_buf`)."""
+        s = self.spec
+        hit = self._packed_b
+        if hit is not None and hit[0]() is b_buf:
+            return hit[1]
+        packed = pack_b(gemm_operand(b_buf, s.b_view, s.b_shape, s.transpose_b),
+                        self.plan.layout)
+        if self.b_is_weight:
+            with self._lock:
+                self._packed_b = (weakref.ref(b_buf), packed)
+        return packed
+
+    @property
+    def packed_bytes(self) -> int:
+        """Bytes of the cached packed weight (0 before the first call)."""
+        return self._packed_b[1].nbytes if self._packed_b is not None else 0
+
+    def prepare(self, inputs, outputs):
+        if not self._ready:
+            from rlx.backends.llvm.amx import request_permission
+
+            request_permission()
+            self._ready = True
+        s = self.spec
+        a = pack_a(gemm_operand(inputs[s.a], s.a_view, s.a_shape, s.transpose_a),
+                   self.plan.p.m, self.plan.layout)
+        return list(inputs) + list(outputs) + [a, self.packed_weight(inputs[s.b])]

@@ -1,0 +1,301 @@
+"""bf16 GEMM kernels: products marked ``precision = "bf16"`` on the CPU's matrix units.
+
+Semantics (`rlx.ir.ops.linalg`): both operands rounded to bf16 (nearest even),
+products and sums in f32, then the fused epilogue (bias, activation, scale,
+residual) in f32 exactly as the f32 GEMM applies it (`gemm.epilogue_function`).
+
+``f(task_lo, task_hi, in_0, ..., out_0, A, B)``: like the native f32 GEMM,
+the runtime passes the packed operands after the output
+(`rlx.backends.llvm.bf16_kernel`): A rounded and packed once per call, B (a
+weight) rounded and packed once per bound array into the pair-interleaved
+layout both units read (`rlx.backends.llvm.bf16pack`). Tasks are (batch
+entry, block of rows), as in `rlx.backends.llvm.gemm`, with the epilogue
+run on a task's rows while they are in cache.
+
+Inside a task the loops are blocked for the caches: a chunk of `MC` rows of A
+(MC x K bf16, meant for L2) meets every 32-column strip of B (K x 32, L1/L2),
+one register tile or AMX block at a time. The inner product is chosen by the
+target's matrix units (`unit_for`):
+
+* ``amx``: 2 x 2 tiles of 16 x 16 f32 per 32 x 32 block of C (`amx.Tiles`);
+* ``avx512bf16``: an `MR` x 32 register tile of C, one `vdpbf16ps` per row,
+  16 columns and pair of K (`dotpair`);
+* ``emulated`` / ``amx-emulated``: the same register tiles / AMX blocks with
+  the dot pairs / tile instructions computed in plain IR, only for testing this
+  file's packing, blocking and epilogues on CPUs without bf16 units
+  (`emulation_for_tests`); a bf16 profile on such a CPU is refused before any
+  of this runs (`rlx.backends.llvm.target.check_precision`), and products
+  marked bf16 otherwise run on the reference kernel.
+
+The blocking constants (`MR`, `MC`) are first guesses, not measurements: this
+was written on a CPU without bf16 units. Tune them on one that has them
+(benchmarks/bf16_gemm.py).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import threading
+
+from llvmlite import ir
+
+from rlx.backends.common.spec import GemmSpec
+from rlx.backends.llvm import irutil as U
+from rlx.backends.llvm.amx import BLOCK_K, BLOCK_M, BLOCK_N, Tiles, opaque
+from rlx.backends.llvm.bf16pack import AMX_LAYOUT, DOT_LAYOUT, Layout
+from rlx.backends.llvm.dotpair import F32V, LANES, PAIRS, DotPair
+from rlx.backends.llvm.elementwise import Operands
+from rlx.backends.llvm.gemm import GemmPlan, _batch_offset, epilogue_function, plan
+from rlx.backends.llvm.nestir import decompose
+from rlx.backends.llvm.vecir import fold_range
+from rlx.errors import ProfileError
+
+UNITS = ("amx", "avx512bf16", "emulated", "amx-emulated")
+#: the CPU feature (LLVM name) each real unit needs, and how /proc/cpuinfo names it
+FEATURE = {"amx": "amx-bf16", "avx512bf16": "avx512bf16"}
+CPUINFO_FLAG = {"amx": "amx_bf16", "avx512bf16": "avx512_bf16"}
+#: rows of C in one dot-pair register tile (MR x 2 accumulators of 16 lanes + 2 B vectors)
+MR = 6
+#: rows of A per cache chunk (a multiple of MR and of the AMX block's 32 rows)
+MC = 192
+#: columns of C per strip (two 16-lane vectors / two AMX tiles)
+NR = 2 * LANES
+
+_override = threading.local()
+
+
+@contextlib.contextmanager
+def emulation_for_tests(unit: str = "emulated"):
+    """Within the block (this thread), bf16 products compile for `unit` whatever the
+    device: ``emulated`` (plain-IR dot pairs) or ``amx-emulated`` (plain-IR tiles), for
+    testing on CPUs without bf16 units, or a real unit (``avx512bf16``, ``amx``) to test
+    one path on a CPU that has both. Not a user setting."""
+    if unit not in UNITS:
+        raise ValueError(f"bf16 unit {unit!r}; one of {', '.join(UNITS)}")
+    old = getattr(_override, "unit", None)
+    _override.unit = unit
+    try:
+        yield
+    finally:
+        _override.unit = old
+
+
+def unit_for(device: str) -> str | None:
+    """The unit bf16 products on `device` compute with: AMX where it has AMX-BF16, else
+    AVX512-BF16 dot products, else None (the node then runs on the reference kernel)."""
+    from rlx.backends.llvm.target import matrix_units
+
+    forced = getattr(_override, "unit", None)
+    if forced is not None:
+        return forced
+    units = matrix_units(device)
+    if "amx-bf16" in units:
+        return "amx"
+    return "avx512bf16" if "avx512bf16" in units else None
+
+
+def layout_for(unit: str) -> Layout:
+    return AMX_LAYOUT if unit.startswith("amx") else DOT_LAYOUT
+
+
+@dataclasses.dataclass(frozen=True)
+class Bf16Plan:
+    """The f32 GEMM plan on packed operands, plus the packed sizes (u16 elements)."""
+
+    p: GemmPlan
+    unit: str
+    kp: int
+    np_: int
+    mp: int
+
+    @property
+    def layout(self) -> Layout:
+        return layout_for(self.unit)
+
+
+def bf16_plan(spec: GemmSpec, threads: int, unit: str) -> Bf16Plan:
+    """Tasks and packed sizes: `gemm.plan` on contiguous op(A), op(B) (a linear layer's
+    batch folded into one tall product), row blocks rounded up to whole AMX blocks."""
+    if unit not in UNITS:
+        raise ProfileError(f"bf16 GEMM: unknown unit {unit!r}")
+    p = plan(spec, transposed_operands=False, threads=threads)
+    lay = layout_for(unit)
+    block = -(-p.block // lay.m_align) * lay.m_align
+    p = dataclasses.replace(p, block=max(1, min(block, lay.mp(p.m))))
+    return Bf16Plan(p, unit, lay.kp(p.k), lay.np_(p.n), lay.mp(p.m))
+
+
+def _packed_bdims(bdims, unpacked: int, packed: int):
+    """Batch sub-dims of a contiguous operand (element strides, multiples of one entry's
+    `unpacked` size) re-scaled to entries of `packed` elements."""
+    unpacked = max(unpacked, 1)
+    return tuple(tuple((size, stride // unpacked * packed) for size, stride in dims)
+                 for dims in bdims)
+
+
+def bf16_gemm_module(spec: GemmSpec, n_inputs: int, title: str, threads: int, unit: str,
+                     fastmath: bool = False) -> str:
+    """IR of the bf16 GEMM + epilogue kernel for `unit` (see the module docstring)."""
+    bp = bf16_plan(spec, threads, unit)
+    p = bp.p
+    module = U.new_module(title)
+    fn = U.entry_function(module, n_inputs + 3)
+    for a in fn.args[2:]:
+        a.add_attribute("noalias")
+    ops = Operands(fn, n_inputs)
+    epi, g = epilogue_function(module, spec, n_inputs, "f32", 0, fastmath)
+    tiles = Tiles(module, emulate=unit == "amx-emulated") if unit.startswith("amx") else None
+    compute = _compute_function(module, bp, tiles)
+    b = ir.IRBuilder(fn.append_basic_block("entry"))
+    a_pk, b_pk = fn.args[3 + n_inputs], fn.args[4 + n_inputs]
+    c_ptr0 = ops.out(0)
+    a_bdims = _packed_bdims(p.a_bdims, p.m * p.k, bp.mp * bp.kp)
+    b_bdims = _packed_bdims(p.b_bdims, p.k * p.n, bp.kp * bp.np_)
+    epi_args = list(fn.args[2:3 + n_inputs])
+    if tiles is not None:
+        tiles.configure(b)
+    with U.loop(b, fn.args[0], fn.args[1], "task") as task:
+        if p.row_blocks == 1:
+            e_idx, r0 = task, U.i64(0)
+        else:
+            e_idx = b.udiv(task, U.i64(p.row_blocks))
+            r0 = b.mul(b.sub(task, b.mul(e_idx, U.i64(p.row_blocks))), U.i64(p.block))
+        rows = b.sub(U.smin(b, b.add(r0, U.i64(p.block)), U.i64(p.m)), r0)
+        a_off, b_off = U.i64(0), U.i64(0)
+        if p.batch:
+            for i, a_dims, b_dims in zip(decompose(b, e_idx, list(p.batch)), a_bdims, b_bdims):
+                a_off = _batch_offset(b, i, a_dims, a_off)
+                b_off = _batch_offset(b, i, b_dims, b_off)
+        c_row0 = b.add(b.mul(e_idx, U.i64(p.m)), r0)
+        a_ptr = b.gep(a_pk, [b.add(a_off, b.mul(r0, U.i64(bp.kp)))], inbounds=True,
+                      source_etype=ir.IntType(16))
+        b_ptr = b.gep(b_pk, [b_off], inbounds=True, source_etype=ir.IntType(16))
+        c_ptr = b.gep(c_ptr0, [b.mul(c_row0, U.i64(p.n))], inbounds=True, source_etype=U.F32)
+        b.call(compute, [rows, a_ptr, b_ptr, c_ptr])
+        if epi is not None:
+            lo = b.udiv(b.mul(c_row0, U.i64(p.n)), U.i64(g))
+            hi = b.add(lo, b.udiv(b.mul(rows, U.i64(p.n)), U.i64(g)))
+            b.call(epi, [lo, hi] + epi_args)
+    if tiles is not None:
+        tiles.release(b)
+    b.ret_void()
+    return str(module)
+
+
+def _compute_function(module: ir.Module, bp: Bf16Plan, tiles: Tiles | None) -> ir.Function:
+    """block(rows, A, B, C): C[rows, n] = A[rows, Kp] B[Kp/2, Np, 2] on packed bf16, in
+    chunks of MC rows against 32-column strips of B."""
+    fn = U.internal_function(module, "bf16_block", U.VOID, [U.I64, U.PTR, U.PTR, U.PTR])
+    rows, A, B, C = fn.args
+    for a in (A, B, C):
+        a.add_attribute("noalias")
+    b = ir.IRBuilder(fn.append_basic_block("entry"))
+    n = bp.p.n
+    full_strips, tail = divmod(n, NR)
+    if tiles is not None:
+        tiles.begin(b)
+        scratch = b.alloca(ir.ArrayType(U.F32, BLOCK_M * BLOCK_N), name="cblock")
+        scratch.align = 64
+        scratch = opaque(b, scratch)
+        body = _AmxBlocks(tiles, bp, A, B, C, scratch)
+    else:
+        body = _DotTiles(module, bp, A, B, C)
+    with U.loop(b, 0, rows, "ic", step=MC) as ic:
+        ie = U.smin(b, b.add(ic, U.i64(MC)), rows)
+        if full_strips:
+            with U.loop(b, 0, full_strips, "js") as js:
+                body.strip(b, ic, ie, b.mul(js, U.i64(NR)), NR)
+        if tail:
+            body.strip(b, ic, ie, U.i64(full_strips * NR), tail)
+    b.ret_void()
+    return fn
+
+
+class _DotTiles:
+    """Register tiles of MR x 32 (or 1 x 32) f32 accumulated with dot pairs."""
+
+    def __init__(self, module, bp: Bf16Plan, A, B, C):
+        self.dp = DotPair(module, bp.unit)
+        self.bp, self.A, self.B, self.C = bp, A, B, C
+        self._mstore = U.intrinsic(module, f"llvm.masked.store.v{LANES}f32.p0", U.VOID,
+                                   [F32V, U.PTR, U.I32, ir.VectorType(U.I1, LANES)])
+
+    def strip(self, b, ic, ie, j, width: int) -> None:
+        """Rows [ic, ie) x columns [j, j + width) of C (width <= 32, static)."""
+        full = b.add(ic, b.mul(b.udiv(b.sub(ie, ic), U.i64(MR)), U.i64(MR)))
+        with U.loop(b, ic, full, "ir", step=MR) as i:
+            self.tile(b, i, j, MR, width)
+        with U.loop(b, full, ie, "i1") as i:
+            self.tile(b, i, j, 1, width)
+
+    def tile(self, b, i, j, mr: int, width: int) -> None:
+        bp = self.bp
+        half_k, np_ = bp.kp // 2, bp.np_
+        nvec = -(-width // LANES)
+        zero = ir.Constant(F32V, [0.0] * LANES)
+
+        def step(kk, acc):
+            w = [b.load(b.gep(self.B, [b.add(b.mul(kk, U.i64(np_)),
+                                              b.add(j, U.i64(v * LANES)))],
+                              inbounds=True, source_etype=U.I32), typ=PAIRS, align=4)
+                 for v in range(nvec)]
+            out = []
+            for r in range(mr):
+                at = b.add(b.mul(b.add(i, U.i64(r)), U.i64(half_k)), kk)
+                pair = b.load(b.gep(self.A, [at], inbounds=True, source_etype=U.I32),
+                              typ=U.I32, align=4)
+                a = self.dp.splat(b, pair)
+                out.extend(self.dp.step(b, acc[r * nvec + v], a, w[v]) for v in range(nvec))
+            return out
+
+        acc = fold_range(b, 0, half_k, [zero] * (mr * nvec), step, name="kk")
+        for r in range(mr):
+            row = b.mul(b.add(i, U.i64(r)), U.i64(bp.p.n))
+            for v in range(nvec):
+                valid = min(LANES, width - v * LANES)
+                ptr = b.gep(self.C, [b.add(row, b.add(j, U.i64(v * LANES)))], inbounds=True,
+                            source_etype=U.F32)
+                if valid == LANES:
+                    b.store(acc[r * nvec + v], ptr, align=4)
+                else:
+                    mask = ir.Constant(ir.VectorType(U.I1, LANES),
+                                       [1 if q < valid else 0 for q in range(LANES)])
+                    b.call(self._mstore, [acc[r * nvec + v], ptr, ir.Constant(U.I32, 4), mask])
+
+
+class _AmxBlocks:
+    """32 x 32 blocks of C on AMX tiles; blocks past the valid rows / columns go through
+    an on-stack block and are copied."""
+
+    def __init__(self, tiles: Tiles, bp: Bf16Plan, A, B, C, scratch):
+        self.tiles = tiles
+        self.bp, self.A, self.B, self.C, self.scratch = bp, A, B, C, scratch
+
+    def strip(self, b, ic, ie, j, width: int) -> None:
+        bp = self.bp
+        n = bp.p.n
+        with U.loop(b, ic, ie, "ia", step=BLOCK_M) as i:
+            a_ptr = b.gep(self.A, [b.mul(i, U.i64(bp.kp))], inbounds=True,
+                          source_etype=ir.IntType(16))
+            b_ptr = b.gep(self.B, [b.mul(j, U.i64(2))], inbounds=True,
+                          source_etype=ir.IntType(16))
+            self.tiles.block(b, a_ptr, 2 * bp.kp, b_ptr, 4 * bp.np_, bp.kp // BLOCK_K,
+                             BLOCK_K // 2 * bp.np_ * 4)
+            valid_rows = U.smin(b, b.sub(ie, i), U.i64(BLOCK_M))
+            c_ptr = b.gep(self.C, [b.add(b.mul(i, U.i64(n)), j)], inbounds=True,
+                          source_etype=U.F32)
+            whole = b.icmp_signed("==", valid_rows, U.i64(BLOCK_M))
+            if width < BLOCK_N:
+                whole = ir.Constant(U.I1, 0)
+            with b.if_else(whole) as (direct, partial):
+                with direct:
+                    self.tiles.store(b, c_ptr, 4 * n)
+                with partial:
+                    self.tiles.store(b, self.scratch, 4 * BLOCK_N)
+                    with U.loop(b, 0, valid_rows, "cr") as r:
+                        with U.loop(b, 0, width, "cc") as c:
+                            v = b.load(b.gep(self.scratch, [b.add(b.mul(r, U.i64(BLOCK_N)), c)],
+                                             inbounds=True, source_etype=U.F32), typ=U.F32)
+                            b.store(v, b.gep(c_ptr, [b.add(b.mul(r, U.i64(n)), c)],
+                                             inbounds=True, source_etype=U.F32))
