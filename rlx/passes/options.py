@@ -23,3 +23,6 @@ class PassOptions:
     precision: str = "f32"
     #: under bf16, products with fewer multiply-adds stay f32 (see `rlx.passes.precision`)
     bf16_min_macs: int = 1 << 29
+    #: 3x3 stride-1 convolutions as Winograd F(m x m, 3 x 3): the output tile m (2 or 4),
+    #: 0 = im2col GEMM (see `rlx.passes.lower_conv_winograd`)
+    winograd: int = 4

@@ -20,6 +20,7 @@ from rlx.passes.infer_shapes import infer_shapes
 from rlx.passes.lower_attention import lower_attention
 from rlx.passes.lower_conv import lower_conv
 from rlx.passes.lower_conv_transpose import lower_conv_transpose
+from rlx.passes.lower_conv_winograd import lower_conv_winograd
 from rlx.passes.lower_linear import lower_linear
 from rlx.passes.lower_pool import lower_pool
 from rlx.passes.lower_windows import lower_windows
@@ -32,6 +33,8 @@ from rlx.passes.simplify_movement import simplify_movement
 PASSES: dict[str, Pass] = {p.name: p for p in [
     Pass("infer-shapes", infer_shapes, "re-derive canonical attributes and result types"),
     Pass("lower-linear", lower_linear, "linear -> 2-D matmul (transposed weight) + bias"),
+    Pass("lower-conv-winograd", lower_conv_winograd,
+         "conv2d 3x3 stride 1 -> Winograd tile transforms + per-tile-position matmuls"),
     Pass("lower-conv", lower_conv, "conv2d -> patch matrix (reshape or im2col) + matmul + bias"),
     Pass("lower-conv-transpose", lower_conv_transpose,
          "conv_transpose2d with kernel == stride -> matmul + depth-to-space"),
@@ -57,8 +60,8 @@ PASSES: dict[str, Pass] = {p.name: p for p in [
 ]}
 
 #: Lowering from HIR to the primitive ops backends compile.
-LOWERING = ["infer-shapes", "lower-linear", "lower-conv", "lower-conv-transpose",
-            "lower-windows", "lower-attention", "lower-pool"]
+LOWERING = ["infer-shapes", "lower-linear", "lower-conv-winograd", "lower-conv",
+            "lower-conv-transpose", "lower-windows", "lower-attention", "lower-pool"]
 CLEANUP = ["narrow-rows", "fold-constants", "simplify-movement", "cse", "dce"]
 
 
