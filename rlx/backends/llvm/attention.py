@@ -16,7 +16,10 @@ Per task, in the calling thread's scratch (`scratch_floats`):
    over the d-loop; each key's bias rel_h^T[y] + rel_w^T[x] (key = (y, x) on the
    kh x kw grid, summed first like the reference) is added as the tile is
    stored, and the running max of every row is updated. S^T (Nk x R) stays in
-   the scratch (1 MB for 4096 keys x 64 rows: L2).
+   the scratch (1 MB for 4096 keys x 64 rows, 256 KB for the 16 rows of an AVX2
+   block: L2). While a tile is computed, the next tile's key rows are prefetched
+   (the rows are strided views into a projection several MB wide, which the
+   hardware prefetchers follow poorly: ~15 % on Zen 3 with the machine busy).
 3. Per chunk of CJ keys: E = exp(S^T - max) in place (the loop vectorizer's
    exp, see `mathlib`), lane sums in float32 per chunk and float64 across
    chunks; then O^T (dv x R) += V^T E over the chunk, DT channels x nv vectors
@@ -45,8 +48,15 @@ from rlx.backends.llvm.mathlib import MathLib
 from rlx.backends.llvm.nestir import decompose
 from rlx.backends.llvm.vecir import Vec, VectorConfig, fold_range
 
-#: most row vectors per block (R = NV_MAX * lanes query rows: 64 with AVX-512)
-NV_MAX = 4
+#: most row vectors per block (R = NV_MAX * lanes query rows: 64 with AVX-512), by the
+#: size of the register file: with 32 registers a 4-vector block still gets 6 keys per
+#: tile (24 accumulators); with AVX2's 16, 4 vectors would leave 2 keys per tile (8
+#: accumulators, 6 loads per 8 FMAs), so 2 vectors x 6 keys (12 accumulators, 8 loads
+#: per 12 FMAs, the shape of the usual AVX2 sgemm micro-kernel) -- about 10-20 % faster
+#: on Zen 3 (`benchmarks/bench_attention.py`)
+NV_MAX = {16: 2, 32: 4}
+#: prefetch the next score tile's key rows while the current tile is computed
+PREFETCH_K = True
 #: keys per exp + P.V chunk (the chunk of E, CJ x R floats, stays in L1)
 CHUNK_KEYS = 128
 
@@ -120,7 +130,7 @@ def _tile(vc: VectorConfig, nv: int) -> int:
 def plan(spec: AttentionSpec, vc: VectorConfig) -> Plan:
     nb, nq, d = spec.q_shape
     nk, dv = spec.k_shape[1], spec.v_shape[2]
-    rows = max(1, min(spec.block, NV_MAX * vc.lanes, nq or 1))
+    rows = max(1, min(spec.block, NV_MAX.get(vc.regs, 2) * vc.lanes, nq or 1))
     nblocks = -(-nq // rows) if nq else 0
     nv_full = -(-rows // vc.lanes)
     last = nq - (nblocks - 1) * rows if nblocks else rows
@@ -220,6 +230,8 @@ class _Block:
         qt, st = self.region("qt"), self.region("st")
         rows = [b.add(k_base, b.mul(b.add(j0, U.i64(k)), U.i64(km.row_stride)))
                 for k in range(n)]
+        if PREFETCH_K and km.col_stride == 1:
+            self.prefetch_rows(kptr, [b.add(r, U.i64(n * km.row_stride)) for r in rows], p.d)
 
         def step(c, acc):
             qv = [V.load(b, qt, b.add(b.mul(c, U.i64(rl)), U.i64(v * V.lanes)), self.align)
@@ -250,8 +262,21 @@ class _Block:
                     w = V.load(b, wb, b.add(b.mul(x, U.i64(rl)), lane0), self.align)
                     s = b.fadd(s, b.fadd(h, w))
                 V.store(b, s, st, b.add(b.mul(j, U.i64(rl)), U.i64(v * V.lanes)), self.align)
-                mx[v] = V.max(b, mx[v], s)
+                # s > mx ? s : mx: one vmaxps (maxnum's NaN handling costs a compare and a
+                # blend per vector; a NaN score still leaves the max alone, as maxnum would)
+                mx[v] = b.select(b.fcmp_ordered(">", s, mx[v]), s, mx[v])
         return mx
+
+    def prefetch_rows(self, ptr, starts, cols: int):
+        """Prefetch (for reading, into all cache levels) `cols` floats from each start."""
+        b = self.b
+        fn = U.intrinsic(b.module, "llvm.prefetch.p0", U.VOID,
+                         [ir.PointerType(), U.I32, U.I32, U.I32])
+        for at in starts:
+            for c in range(0, cols, 16):
+                addr = b.gep(ptr, [b.add(at, U.i64(c))], inbounds=False, source_etype=U.F32)
+                b.call(fn, [addr, ir.Constant(U.I32, 0), ir.Constant(U.I32, 3),
+                            ir.Constant(U.I32, 1)])
 
     # ---- 3. exp and O^T += V^T E, chunk by chunk -------------------------------------------------
 
