@@ -76,6 +76,12 @@ def broadcast_batch(b):  # B shared by the outer batch dim, per-entry along the 
     b.output(b.exp(b.mul(_bf16(b, a, w), 0.01)))
 
 
+def shared_a(b):  # A shared by the outer batch dim (packed by the runtime, not the tasks)
+    a = b.input("a", (3, 17, 33))
+    w = b.input("w", (2, 3, 33, 40))
+    b.output(_bf16(b, a, w))
+
+
 def strided_view(b):  # A read through a transpose view folded into the gemm group
     xt = b.transpose(b.input("x", (24, 80)), perm=(1, 0))
     b.output(b.add(_bf16(b, xt, b.weight("w", (24, 70))), b.weight("bias", (70,))))
@@ -86,7 +92,7 @@ def single_row(b):  # M = 1, N < one vector
 
 
 GRAPHS = [linear_gelu, linear_scale_residual, relu_tanh, batched_activations,
-          broadcast_batch, strided_view, single_row]
+          broadcast_batch, shared_a, strided_view, single_row]
 
 
 def _run(build, unit, seed=0, expect_ops=True):

@@ -150,7 +150,7 @@ class LLVMBackend:
             bp = gemm_bf16.bf16_plan(spec, threads, bf16_unit)
             return Generated("gemm", gemm_bf16.bf16_gemm_module(spec, n_in, title, threads,
                                                                 bf16_unit, fm),
-                             bp.p.tasks, math.prod(spec.out_shape) * max(bp.p.k, 1), n_in + 3)
+                             bp.p.tasks, math.prod(spec.out_shape) * max(bp.p.k, 1), n_in + 4)
         if isinstance(spec, GemmSpec):
             p = gemm.kernel_plan(spec, native, threads, out_dts[0], vc)
             work = math.prod(spec.out_shape) * max(p.k, 1)

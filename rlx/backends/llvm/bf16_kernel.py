@@ -1,6 +1,9 @@
 """Runtime side of the bf16 GEMM: operands rounded and packed, then the generated kernel.
 
-A is rounded to bf16 and packed on every call (it is an activation). B is
+A is rounded to bf16 and packed by the kernel's tasks into a scratch block of
+the calling thread (`a_scratch`: one per thread, shared by every bf16 kernel,
+which run one at a time in a plan), unless batch entries share rows of A
+(then numpy packs it here, once per call). B is
 packed once per bound array when it is a weight of the graph: the packed
 bf16 copy (half the bytes of the f32 weight) is kept by the kernel, keyed
 by the very array object bound, so re-binding other weights packs again.
@@ -60,7 +63,25 @@ class Bf16GemmKernel(CompiledKernel):
 
             request_permission()
             self._ready = True
-        s = self.spec
-        a = pack_a(gemm_operand(inputs[s.a], s.a_view, s.a_shape, s.transpose_a),
-                   self.plan.p.m, self.plan.layout)
-        return list(inputs) + list(outputs) + [a, self.packed_weight(inputs[s.b])]
+        s, bp = self.spec, self.plan
+        a = gemm_operand(inputs[s.a], s.a_view, s.a_shape, s.transpose_a)
+        if bp.convert_a:
+            entries = a.size // max(1, bp.p.m * bp.p.k)
+            packed = a_scratch(entries * bp.mp * bp.kp)
+        else:
+            packed = pack_a(a, bp.p.m, bp.layout)
+        return list(inputs) + list(outputs) + [a, packed, self.packed_weight(inputs[s.b])]
+
+
+_local = threading.local()
+
+
+def a_scratch(n: int) -> np.ndarray:
+    """The calling thread's packed-A block: at least n uint16, 64-byte aligned (AMX tile
+    rows), grown on demand and shared by the bf16 kernels this thread runs."""
+    buf = getattr(_local, "a", None)
+    if buf is None or buf.size < n:
+        raw = np.empty(n + 32, np.uint16)
+        skip = (-raw.__array_interface__["data"][0] % 64) // 2
+        buf = _local.a = raw[skip:skip + n]
+    return buf[:n]

@@ -16,7 +16,9 @@ so it adds nothing to any sum.
 
 Rounding is round-to-nearest-even, exactly `rlx.ir.ops.linalg.round_bf16`
 (the reference interpreter's): a bf16 kernel computes on the same operands.
-B (a weight) is packed once per bound array; A once per call.
+B (a weight) is packed here once per bound array. A is rounded and packed by
+the kernel itself, each task its own rows (`gemm_bf16`), except when batch
+entries share rows of A (`pack_a`, once per call).
 """
 
 from __future__ import annotations
@@ -58,8 +60,13 @@ def _up(x: int, a: int) -> int:
 
 
 def bf16_bits(x: np.ndarray) -> np.ndarray:
-    """float32 `x` rounded to bf16 (RNE), as uint16 words."""
-    return (round_bf16(x).view(np.uint32) >> np.uint32(16)).astype(np.uint16)
+    """float32 `x` rounded to bf16 (RNE), as uint16 words; a NaN stays a NaN (its top half
+    with the quiet bit set, so no NaN becomes an infinity), as the kernels convert it."""
+    words = (round_bf16(x).view(np.uint32) >> np.uint32(16)).astype(np.uint16)
+    nan = np.isnan(x)
+    if nan.any():
+        words[nan] |= np.uint16(0x40)
+    return words
 
 
 def pack_a(a: np.ndarray, m: int, layout: Layout) -> np.ndarray:

@@ -108,6 +108,9 @@ class Bf16Plan:
     kp: int
     np_: int
     mp: int
+    #: the kernel rounds its tasks' rows of A itself (f32 in, packed bf16 scratch out);
+    #: False when batch entries share rows of A (broadcast): the runtime packs A then
+    convert_a: bool = True
 
     @property
     def layout(self) -> Layout:
@@ -123,7 +126,8 @@ def bf16_plan(spec: GemmSpec, threads: int, unit: str) -> Bf16Plan:
     lay = layout_for(unit)
     block = -(-p.block // lay.m_align) * lay.m_align
     p = dataclasses.replace(p, block=max(1, min(block, lay.mp(p.m))))
-    return Bf16Plan(p, unit, lay.kp(p.k), lay.np_(p.n), lay.mp(p.m))
+    shared_a = any(stride == 0 and size > 1 for dims in p.a_bdims for size, stride in dims)
+    return Bf16Plan(p, unit, lay.kp(p.k), lay.np_(p.n), lay.mp(p.m), not shared_a)
 
 
 def _packed_bdims(bdims, unpacked: int, packed: int):
@@ -140,7 +144,7 @@ def bf16_gemm_module(spec: GemmSpec, n_inputs: int, title: str, threads: int, un
     bp = bf16_plan(spec, threads, unit)
     p = bp.p
     module = U.new_module(title)
-    fn = U.entry_function(module, n_inputs + 3)
+    fn = U.entry_function(module, n_inputs + 4)
     for a in fn.args[2:]:
         a.add_attribute("noalias")
     ops = Operands(fn, n_inputs)
@@ -148,8 +152,9 @@ def bf16_gemm_module(spec: GemmSpec, n_inputs: int, title: str, threads: int, un
     tiles = Tiles(module, emulate=unit == "amx-emulated") if unit.startswith("amx") else None
     compute = _compute_function(module, bp, tiles)
     b = ir.IRBuilder(fn.append_basic_block("entry"))
-    a_pk, b_pk = fn.args[3 + n_inputs], fn.args[4 + n_inputs]
+    a_f32, a_pk, b_pk = fn.args[3 + n_inputs:6 + n_inputs]
     c_ptr0 = ops.out(0)
+    convert = _convert_function(module, bp) if bp.convert_a else None
     a_bdims = _packed_bdims(p.a_bdims, p.m * p.k, bp.mp * bp.kp)
     b_bdims = _packed_bdims(p.b_bdims, p.k * p.n, bp.kp * bp.np_)
     epi_args = list(fn.args[2:3 + n_inputs])
@@ -162,14 +167,20 @@ def bf16_gemm_module(spec: GemmSpec, n_inputs: int, title: str, threads: int, un
             e_idx = b.udiv(task, U.i64(p.row_blocks))
             r0 = b.mul(b.sub(task, b.mul(e_idx, U.i64(p.row_blocks))), U.i64(p.block))
         rows = b.sub(U.smin(b, b.add(r0, U.i64(p.block)), U.i64(p.m)), r0)
-        a_off, b_off = U.i64(0), U.i64(0)
+        a_off, b_off, src_off = U.i64(0), U.i64(0), U.i64(0)
         if p.batch:
-            for i, a_dims, b_dims in zip(decompose(b, e_idx, list(p.batch)), a_bdims, b_bdims):
+            idx = decompose(b, e_idx, list(p.batch))
+            for i, a_dims, b_dims, src_dims in zip(idx, a_bdims, b_bdims, p.a_bdims):
                 a_off = _batch_offset(b, i, a_dims, a_off)
                 b_off = _batch_offset(b, i, b_dims, b_off)
+                src_off = _batch_offset(b, i, src_dims, src_off)
         c_row0 = b.add(b.mul(e_idx, U.i64(p.m)), r0)
         a_ptr = b.gep(a_pk, [b.add(a_off, b.mul(r0, U.i64(bp.kp)))], inbounds=True,
                       source_etype=ir.IntType(16))
+        if convert is not None:  # this task's rows of A, rounded to bf16 and packed
+            src = b.gep(a_f32, [b.add(src_off, b.mul(r0, U.i64(p.k)))], inbounds=True,
+                        source_etype=U.F32)
+            b.call(convert, [rows, src, a_ptr])
         b_ptr = b.gep(b_pk, [b_off], inbounds=True, source_etype=ir.IntType(16))
         c_ptr = b.gep(c_ptr0, [b.mul(c_row0, U.i64(p.n))], inbounds=True, source_etype=U.F32)
         b.call(compute, [rows, a_ptr, b_ptr, c_ptr])
@@ -181,6 +192,38 @@ def bf16_gemm_module(spec: GemmSpec, n_inputs: int, title: str, threads: int, un
         tiles.release(b)
     b.ret_void()
     return str(module)
+
+
+def _convert_function(module: ir.Module, bp: Bf16Plan) -> ir.Function:
+    """convert(rows, src, dst): rows x K f32 at `src` (row-major) rounded to bf16 (nearest
+    even; NaN stays NaN, quieted) into `dst` (rows of Kp, the K padding zeroed). The AMX
+    layout's padding rows (Mp - M) are left as they are: a row of A only reaches the same
+    row of C, and C's padding rows are never stored."""
+    I16 = ir.IntType(16)
+    fn = U.internal_function(module, "bf16_round_rows", U.VOID,
+                             [U.I64, U.PTR, U.PTR])
+    rows, src, dst = fn.args
+    src.add_attribute("noalias")
+    dst.add_attribute("noalias")
+    b = ir.IRBuilder(fn.append_basic_block("entry"))
+    k, kp = bp.p.k, bp.kp
+    c = lambda v: ir.Constant(U.I32, v)  # noqa: E731
+    zero16 = ir.Constant(I16, 0)
+    with U.loop(b, 0, rows, "cr") as r:
+        s_row = b.gep(src, [b.mul(r, U.i64(k))], inbounds=True, source_etype=U.I32)
+        d_row = b.gep(dst, [b.mul(r, U.i64(kp))], inbounds=True, source_etype=I16)
+        with U.loop(b, 0, k, "ck") as j:
+            x = b.load(b.gep(s_row, [j], inbounds=True, source_etype=U.I32), typ=U.I32)
+            lsb = b.and_(b.lshr(x, c(16)), c(1))
+            rounded = b.trunc(b.lshr(b.add(b.add(x, c(0x7FFF)), lsb), c(16)), I16)
+            nan = b.icmp_unsigned(">", b.and_(x, c(0x7FFFFFFF)), c(0x7F800000))
+            quiet = b.or_(b.trunc(b.lshr(x, c(16)), I16), ir.Constant(I16, 0x40))
+            b.store(b.select(nan, quiet, rounded),
+                    b.gep(d_row, [j], inbounds=True, source_etype=I16))
+        for j in range(k, kp):
+            b.store(zero16, b.gep(d_row, [U.i64(j)], inbounds=True, source_etype=I16))
+    b.ret_void()
+    return fn
 
 
 def _compute_function(module: ir.Module, bp: Bf16Plan, tiles: Tiles | None) -> ir.Function:
