@@ -53,6 +53,11 @@ class ExecutablePlan:
                     static[id(v)] = self._arena[off:off + nbytes].view(v.type.np_dtype) \
                         .reshape(v.shape)
         self._static = static
+        # optional kernel method: convert / pack its weights now, once (bf16 GEMMs)
+        for node, kernel in zip(self.graph.nodes, self.kernels):
+            bind = getattr(kernel, "bind_weights", None)
+            if bind is not None:
+                bind([static.get(id(v)) if v is not None else None for v in node.inputs])
 
     @property
     def arena_bytes(self) -> int:

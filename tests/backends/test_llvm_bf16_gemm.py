@@ -149,9 +149,17 @@ def test_the_kernel_computes_bf16_not_f32():
     _close(got, expected)
 
 
-def test_weights_are_packed_once_at_half_the_bytes():
-    _, inputs, weights, _, _, compiled = _run(linear_scale_residual, "emulated")
+def test_weights_are_packed_once_at_bind_time_at_half_the_bytes():
+    b = GraphBuilder("g")
+    linear_scale_residual(b)
+    graph = b.build()
+    weights = {n: data(v.shape, seed=7) for n, v in graph.source_weights().items()}
+    with emulation_for_tests("emulated"):
+        compiled = compile_graph(graph, LLVM)
     (k,) = [k for k in compiled.plan.kernels if k is not None and k.info.extra.get("bf16_unit")]
+    assert k.packed_bytes == 0
+    compiled.bind(weights)  # packs, before any call
+    assert k.packed_bytes > 0
     packed = k.packed_weight(compiled.plan.weights["w"])
     assert packed is k.packed_weight(compiled.plan.weights["w"])  # cached, not re-packed
     # [K=130 -> 130, N=100 -> 128] bf16 against 130 x 100 f32: about half (N padding aside)

@@ -4,7 +4,8 @@ A is rounded to bf16 and packed by the kernel's tasks into a scratch block of
 the calling thread (`a_scratch`: one per thread, shared by every bf16 kernel,
 which run one at a time in a plan), unless batch entries share rows of A
 (then numpy packs it here, once per call). B is
-packed once per bound array when it is a weight of the graph: the packed
+packed once per bound array when it is a weight of the graph, when the plan
+binds its weights (`bind_weights`): the packed
 bf16 copy (half the bytes of the f32 weight) is kept by the kernel, keyed
 by the very array object bound, so re-binding other weights packs again.
 A B computed by the graph (an activation) is packed on every call.
@@ -51,6 +52,13 @@ class Bf16GemmKernel(CompiledKernel):
             with self._lock:
                 self._packed_b = (weakref.ref(b_buf), packed)
         return packed
+
+    def bind_weights(self, inputs) -> None:
+        """At bind time (`rlx.runtime.plan.ExecutablePlan.bind`): pack B if it is a weight,
+        so the first call does not pay for it."""
+        b_buf = inputs[self.spec.b]
+        if self.b_is_weight and b_buf is not None:
+            self.packed_weight(b_buf)
 
     @property
     def packed_bytes(self) -> int:
