@@ -11,6 +11,7 @@ from rlx.errors import RlxError
 from rlx.passes.cse import cse
 from rlx.passes.dce import dce
 from rlx.passes.fold_constants import fold_constants
+from rlx.passes.fold_pointwise_conv import fold_pointwise_conv
 from rlx.passes.fuse import fuse
 from rlx.passes.fuse_attention import fuse_attention
 from rlx.passes.fuse_elementwise import fuse_elementwise
@@ -32,6 +33,8 @@ from rlx.passes.simplify_movement import simplify_movement
 
 PASSES: dict[str, Pass] = {p.name: p for p in [
     Pass("infer-shapes", infer_shapes, "re-derive canonical attributes and result types"),
+    Pass("fold-pointwise-conv", fold_pointwise_conv,
+         "1x1 conv after a (transposed) conv -> one conv with composed weights, if cheaper"),
     Pass("lower-linear", lower_linear, "linear -> 2-D matmul (transposed weight) + bias"),
     Pass("lower-conv-winograd", lower_conv_winograd,
          "conv2d 3x3 stride 1 -> Winograd tile transforms + per-tile-position matmuls"),
@@ -60,8 +63,8 @@ PASSES: dict[str, Pass] = {p.name: p for p in [
 ]}
 
 #: Lowering from HIR to the primitive ops backends compile.
-LOWERING = ["infer-shapes", "lower-linear", "lower-conv-winograd", "lower-conv",
-            "lower-conv-transpose", "lower-windows", "lower-attention", "lower-pool"]
+LOWERING = ["infer-shapes", "fold-pointwise-conv", "lower-linear", "lower-conv-winograd",
+            "lower-conv", "lower-conv-transpose", "lower-windows", "lower-attention", "lower-pool"]
 CLEANUP = ["narrow-rows", "fold-constants", "simplify-movement", "cse", "dce"]
 
 
