@@ -12,13 +12,17 @@ IoU is above ``pred_iou_thresh`` and its stability score at least
 crop and between crops, optional small-region cleanup. Where the time goes
 differs:
 
-1. **The image side is shared.** Prompts go through compiled graphs per
-   batch size (`automatic_graph`, `rlx.runtime.buckets`) that take the
-   embedding once; the image-only work of the decoder runs once per image,
-   not once per prompt (Meta repeats the embedding for every prompt). The
-   decoder runs in two halves: the transformer and heads for every prompt,
-   the upscaling into mask logits only for prompts with a mask whose
-   predicted IoU passes the filter.
+1. **The image side is shared, and what a prompt adds to it stays
+   factored.** Prompts go through compiled graphs per batch size
+   (`automatic_factored`, `rlx.runtime.buckets`) that take the embedding
+   once; the image-only work of the decoder runs once per image, not once
+   per prompt (Meta repeats the embedding for every prompt). A prompt only
+   adds low-rank terms (attention weights times a few factor rows) and
+   per-pixel LayerNorm scales to the image tokens, so the graphs carry
+   those instead of a dense image per prompt (about half the multiply-adds
+   and a fifth of the memory). The decoder runs in two halves: the
+   transformer and heads for every prompt, the upscaling into mask logits
+   only for prompts with a mask whose predicted IoU passes the filter.
 2. **Nothing is upscaled to be thrown away.** The decoder returns 256 x 256
    logits. The IoU filter needs only the scores; the stability score, area
    and box of the IoU survivors are counted by a kernel that evaluates the
@@ -38,8 +42,9 @@ embedding: the whole-image encoder pass is skipped. With ``crop_n_layers >=
 1`` the crops still need the image's pixels (pass ``image=``).
 
 The decoder graph runs at most `MAX_BATCH` prompts at a time whatever
-``points_per_batch`` says: results do not depend on the batch, and larger
-batches only cost memory (each prompt carries ~20 MB of activations).
+``points_per_batch`` says: results do not depend on the batch; 32 amortizes
+the per-kernel overhead of the many small per-prompt products (a prompt
+carries ~25 MB of activations in the factored graph).
 """
 
 from __future__ import annotations
@@ -58,6 +63,8 @@ from rlx.utils.nms import box_area, box_nms
 from rlx.utils.progress import Progress
 
 from . import prompt_encoding
+from .automatic_factored import (FACTOR_INPUTS, build_factored_masks, build_factored_tokens,
+                                 factored_supported)
 from .automatic_graph import (HYPER_INPUT, KEYS_INPUT, SPARSE_INPUT, build_points_to_tokens,
                               build_tokens_to_masks)
 from .automatic_kernels import mask_stats
@@ -79,7 +86,9 @@ __all__ = ["SamAutomaticMaskGenerator", "OUTPUT_MODES", "MAX_BATCH"]
 
 OUTPUT_MODES = ("binary_mask", "uncompressed_rle", "coco_rle")
 #: prompts per compiled decoder call (see the module docstring)
-MAX_BATCH = 16
+MAX_BATCH = 32
+#: the same for the plain (unfactored) graphs, whose prompts carry a dense image each
+PLAIN_MAX_BATCH = 16
 #: masks upscaled to the image at a time when encoding RLEs (bounds memory)
 _UPSCALE_CHUNK = 16
 
@@ -150,27 +159,72 @@ class _Crop:
     boxes: List[np.ndarray] = field(default_factory=list)   # crop-frame XYXY
 
 
-_BUCKETS: "WeakKeyDictionary[object, Tuple[BatchBuckets, BatchBuckets]]" = WeakKeyDictionary()
+@dataclass
+class _Decoder:
+    """The two batched halves of the decoder for one model.
+
+    ``factored`` (`automatic_factored`, SAM's two-block decoder): points ->
+    (hyper_in, iou, *factors of the image side), then factors -> logits.
+    Otherwise the plain graphs (`automatic_graph`): points -> (keys, hyper_in,
+    iou), then keys -> logits.
+    """
+
+    tokens: BatchBuckets
+    masks: BatchBuckets
+    factored: bool
+
+    @property
+    def max_batch(self) -> int:
+        return self.tokens.max_batch
+
+    def run(self, n: int, features: np.ndarray, sparse: np.ndarray):
+        """(hyper_in, iou, per-prompt state for `masks_for`) of n prompts."""
+        outs = self.tokens.run(n, **{IMAGE_INPUT: features, SPARSE_INPUT: sparse})
+        if self.factored:
+            return outs[0], outs[1], outs[2:]
+        return outs[1], outs[2], outs[:1]
+
+    def masks_for(self, features: np.ndarray, hyper: np.ndarray, state, rows) -> np.ndarray:
+        """Low-res logits ``[len(rows), M-1, 4g, 4g]`` of the prompts ``rows`` of a `run`."""
+        if self.factored:
+            inputs = {name: a[rows] for name, a in zip(FACTOR_INPUTS, state)}
+            inputs[IMAGE_INPUT] = features
+        else:
+            inputs = {KEYS_INPUT: state[0][rows]}
+        (low,) = self.masks.run(len(rows), **{HYPER_INPUT: hyper[rows]}, **inputs)
+        return low
+
+
+_BUCKETS: "WeakKeyDictionary[object, _Decoder]" = WeakKeyDictionary()
 _BUCKETS_LOCK = threading.Lock()
 
 
-def points_to_masks_for(sam) -> Tuple[BatchBuckets, BatchBuckets]:
-    """The batched decoder graphs of a `Sam`: (points -> tokens, tokens -> masks).
+def points_to_masks_for(sam) -> _Decoder:
+    """The batched decoder graphs of a `Sam` (see `_Decoder`).
 
     Compiled per batch size on first use and kept as long as the model.
     """
     with _BUCKETS_LOCK:
-        pair = _BUCKETS.get(sam)
-        if pair is None:
+        dec = _BUCKETS.get(sam)
+        if dec is None:
             config = sam.config
-            tokens = BatchBuckets(lambda n: build_points_to_tokens(config, n), MAX_BATCH,
-                                  sam.profile, sam.weights, batched=[SPARSE_INPUT],
-                                  slow=[IMAGE_INPUT])
-            masks = BatchBuckets(lambda n: build_tokens_to_masks(config, n), MAX_BATCH,
-                                 sam.profile, sam.weights, batched=[KEYS_INPUT, HYPER_INPUT])
-            pair = (tokens, masks)
-            _BUCKETS[sam] = pair
-        return pair
+            if factored_supported(config):
+                tokens = BatchBuckets(lambda n: build_factored_tokens(config, n), MAX_BATCH,
+                                      sam.profile, sam.weights, batched=[SPARSE_INPUT],
+                                      slow=[IMAGE_INPUT])
+                masks = BatchBuckets(lambda n: build_factored_masks(config, n), MAX_BATCH,
+                                     sam.profile, sam.weights,
+                                     batched=[HYPER_INPUT, *FACTOR_INPUTS], slow=[IMAGE_INPUT])
+                dec = _Decoder(tokens, masks, True)
+            else:
+                tokens = BatchBuckets(lambda n: build_points_to_tokens(config, n),
+                                      PLAIN_MAX_BATCH, sam.profile, sam.weights,
+                                      batched=[SPARSE_INPUT], slow=[IMAGE_INPUT])
+                masks = BatchBuckets(lambda n: build_tokens_to_masks(config, n), PLAIN_MAX_BATCH,
+                                     sam.profile, sam.weights, batched=[KEYS_INPUT, HYPER_INPUT])
+                dec = _Decoder(tokens, masks, False)
+            _BUCKETS[sam] = dec
+        return dec
 
 
 class SamAutomaticMaskGenerator:
@@ -309,7 +363,8 @@ class SamAutomaticMaskGenerator:
         h, w = (int(v) for v in orig_size)
         crop_boxes, layers = generate_crop_boxes((h, w), self.crop_n_layers,
                                                  self.crop_overlap_ratio)
-        n_batches = sum(-(-len(self.point_grids[layer]) // MAX_BATCH) for layer in layers)
+        per = points_to_masks_for(self.model).max_batch
+        n_batches = sum(-(-len(self.point_grids[layer]) // per) for layer in layers)
         bar = Progress(n_batches, label="segment everything", unit="batches",
                        enabled=self.progress, count_errors=False)
         kept = 0
@@ -359,19 +414,19 @@ class SamAutomaticMaskGenerator:
         crop = _Crop(box=list(box), input_size=input_size, size=size)
         ch, cw = size
         points = self.point_grids[layer] * np.array([[cw, ch]], np.float64)
-        to_tokens, to_masks = points_to_masks_for(self.model)
+        decoder = points_to_masks_for(self.model)
+        per = decoder.max_batch
         thr = float(c.mask_threshold)
         orig_box = [0, 0, orig_size[1], orig_size[0]]
-        for start in range(0, len(points), MAX_BATCH):
-            pts = points[start:start + MAX_BATCH]
+        for start in range(0, len(points), per):
+            pts = points[start:start + per]
             n = len(pts)
             t0 = time.perf_counter()
             coords = apply_coords(pts, size, c.image_size).astype(np.float32)
             sparse = prompt_encoding.embed_points(coords[:, None, :], np.ones((n, 1), np.int64),
                                                   True, self.model.weights,
                                                   input_image_size=c.image_size)
-            keys, hyper, iou = to_tokens.run(n, **{IMAGE_INPUT: features,
-                                                   SPARSE_INPUT: np.ascontiguousarray(sparse)})
+            hyper, iou, state = decoder.run(n, features, np.ascontiguousarray(sparse))
             k = iou.shape[1]
             iou = iou.reshape(n * k)
             pts_rep = np.repeat(pts, k, axis=0)
@@ -382,10 +437,9 @@ class SamAutomaticMaskGenerator:
             side = c.mask_input_size
             low = np.zeros((0, side, side), np.float32)
             if need.size:
-                (low,) = to_masks.run(len(need), **{KEYS_INPUT: keys[need],
-                                                   HYPER_INPUT: hyper[need]})
+                low = decoder.masks_for(features, hyper, state, need)
                 low = low.reshape(len(need) * k, *low.shape[2:])
-            del keys
+            del state
             row = np.searchsorted(need, keep // k) * k + keep % k  # kept mask -> row of low
             self._add("decoder", t0)
             t0 = time.perf_counter()

@@ -138,6 +138,20 @@ def _wo_heads(b: GraphBuilder, prefix: str, heads: int, hd: int, d: int) -> Valu
     return b.reshape(b.transpose(wo, perm=(1, 0)), shape=(heads, hd, d))
 
 
+def _per_head(b: GraphBuilder, a: Value, x_t: Value) -> Value:
+    """``a [B, H, T, hd] @ x_t [1, H, hd, N]`` -> ``[B, H, T, N]``, the batch stacked into rows.
+
+    The right operand is the same for every prompt: one ``[B*T, hd] @ [hd, N]``
+    product per head packs it once, where B*H products of T rows would each
+    pack it again.
+    """
+    bsz, heads, t, hd = a.shape
+    n = x_t.shape[3]
+    rows = b.reshape(b.transpose(a, perm=(1, 0, 2, 3)), shape=(heads, bsz * t, hd))
+    out = b.matmul(rows, b.reshape(x_t, shape=(heads, hd, n)))  # [H, B*T, N]
+    return b.transpose(b.reshape(out, shape=(heads, bsz, t, n)), perm=(1, 0, 2, 3))
+
+
 def _factored_scores(b: GraphBuilder, qh: Value, w_heads: Value, f: Value, p0: Value,
                      s1_4: Value, x_t: Value, pe_t: Value) -> Value:
     """``q_h · W_h(s1 ⊙ (X + Fᵀ P0) + PE)`` for every head, token and pixel: ``[B, H, T, N]``.
@@ -153,7 +167,7 @@ def _factored_scores(b: GraphBuilder, qh: Value, w_heads: Value, f: Value, p0: V
     a = b.reshape(b.matmul(qh, w_heads), shape=(bsz, heads * t, w_heads.shape[2]))
     coef = b.matmul(a, f, transpose_b=True)  # [B, H*T, H*T0]
     low = b.reshape(b.matmul(coef, p0), shape=(bsz, heads, t, n))
-    return b.add(b.mul(b.add(b.matmul(qh, x_t), low), s1_4), b.matmul(qh, pe_t))
+    return b.add(b.mul(b.add(_per_head(b, qh, x_t), low), s1_4), _per_head(b, qh, pe_t))
 
 
 class _Shared:
@@ -233,13 +247,13 @@ def build_factored_tokens(config, batch: int) -> Graph:
         pre = f"{p}.cross_attn_image_to_token"
         q_img_t = _heads_t(b, _linear(b, k_img, f"{pre}.q_proj", d, cross), heads)
         kh0, vh0 = token_kv(q, pre)
-        p0 = b.reshape(b.softmax(b.matmul(kh0, q_img_t), axis=2), shape=(bsz, ht, n))
+        p0 = b.reshape(b.softmax(_per_head(b, kh0, q_img_t), axis=2), shape=(bsz, ht, n))
         u0 = b.reshape(b.matmul(vh0, _wo_heads(b, pre, heads, hd, d)), shape=(bsz, ht, d))
         u0c = _centre(b, u0)
         # norm4 statistics: |Xc + P0ᵀ U0c|² = |Xc|² + P0·(2 Xc U0cᵀ + G P0)
         wo0 = b.weight(f"{pre}.out_proj.weight", (d, cross))
         xw0_t = _heads_t(b, _mm(b, sh.xc, wo0), heads)  # Xc U0cᵀ = (Xc Wo) Vᵀ per head
-        cross0 = b.reshape(b.matmul(vh0, xw0_t), shape=(bsz, ht, n))
+        cross0 = b.reshape(_per_head(b, vh0, xw0_t), shape=(bsz, ht, n))
         gram0 = b.matmul(u0c, u0c, transpose_b=True)
         inner = b.add(b.matmul(gram0, p0), b.mul(cross0, 2.0))
         sq = b.add(b.reduce_sum(b.mul(p0, inner), axes=(1,)),
@@ -291,8 +305,8 @@ def build_factored_tokens(config, batch: int) -> Graph:
         wo1 = b.weight(f"{pre}.out_proj.weight", (d, cross))
         xf_t = _heads_t(b, _mm(b, _centre(b, b.mul(sh.xk, sh.gamma0)), wo0), heads)
         xu_t = _heads_t(b, _mm(b, sh.xk, wo1), heads)
-        lin0 = b.reshape(b.matmul(vh0, xf_t), shape=(bsz, ht, n))  # xk · fc rows
-        lin1 = b.reshape(b.matmul(vh1, xu_t), shape=(bsz, ht, n))  # xk · u1c rows
+        lin0 = b.reshape(_per_head(b, vh0, xf_t), shape=(bsz, ht, n))  # xk · fc rows
+        lin1 = b.reshape(_per_head(b, vh1, xu_t), shape=(bsz, ht, n))  # xk · u1c rows
         bc_col = b.reshape(sh.bc, shape=(d, 1))
         # |y2c|² = s1²|xk|² + 2 s1 xk·bc + |bc|² + Yᵀ (E Eᵀ) Y + 2 Y·(s1 xk Eᵀ + E bc)
         in0 = b.add(b.matmul(b.matmul(fc, fc, transpose_b=True), y0),
@@ -330,8 +344,8 @@ def build_factored_tokens(config, batch: int) -> Graph:
         # bc's term is scaled by s2 like the rest (only beta1's is constant per row)
         abc = b.reshape(b.matmul(a, b.reshape(b.mul(sh.bc, g1), shape=(d, 1))),
                         shape=(bsz, heads, tf, 1))
-        inner = b.add(b.add(b.mul(b.matmul(qf, kx_t), s1_4), low), abc)
-        scores = b.add(b.mul(inner, s2_4), b.matmul(qf, kp_t))
+        inner = b.add(b.add(b.mul(_per_head(b, qf, kx_t), s1_4), low), abc)
+        scores = b.add(b.mul(inner, s2_4), _per_head(b, qf, kp_t))
         rf = b.mul(b.softmax(scores, axis=3), s2_4)  # [B, H, tf, N]: P * s2
         o = b.matmul(b.mul(rf, s1_4), _split_heads(b, _proj(b, sh.xk, b.mul(wv, g1)), heads))
         rf2 = b.reshape(rf, shape=(bsz, heads * tf, n))
