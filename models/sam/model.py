@@ -35,7 +35,7 @@ from .config import CONFIGS, SamConfig, get_config
 from .debug import DebugOptions
 from .encoder import ENCODER, NECK, build_encoder, build_neck
 from .image import load_image, preprocess
-from .prompt_graph import PROMPT_SUBGRAPHS
+from .prompt_graph import CLICK_BUCKET, PROMPT_SUBGRAPHS, decoder_for
 from .weights import SyntheticWeightsWarning, load_checkpoint, synthetic_weights
 
 __all__ = ["Sam", "SamPredictor", "ImageNotSetError", "build_sam", "sam_model_registry",
@@ -163,11 +163,15 @@ sam_model_registry: Dict[str, Callable[..., Sam]] = {
 class SamPredictor:
     """Computes an image's embedding once, for repeated prompting (like Meta's)."""
 
-    def __init__(self, sam_model: Sam):
+    def __init__(self, sam_model: Sam, prefetch_click: bool = True):
+        """``prefetch_click``: compile the one-click prompt graph in the background while
+        ``set_image`` runs the encoder (`models.sam.prefetch`); False for a caller that
+        never clicks (segment-everything decodes with its own graphs)."""
         if not isinstance(sam_model, Sam):
             raise InputError(f"SamPredictor needs a Sam model (from sam_model_registry), got "
                              f"{type(sam_model).__name__}")
         self.model = sam_model
+        self.prefetch_click = bool(prefetch_click)
         self.reset_image()
         # numba's one-time load for the mask post-processing overlaps set_image
         from .postprocess_kernels import prefetch
@@ -184,6 +188,10 @@ class SamPredictor:
         x, input_size, original_size = preprocess(array, c.image_size, c.pixel_mean,
                                                   c.pixel_std, image_format=image_format)
         self.reset_image()
+        # The one-click prompt graph compiles (a plan-cache hit: linking and binding) on a
+        # background thread while the encoder runs in native code (models.sam.prefetch).
+        if self.prefetch_click:
+            decoder_for(self.model).prefetch(*CLICK_BUCKET)
         features = self.model.image_embedding(x)
         # Read-only until the next set_image: prompt graphs keep work derived from it and
         # recognise an unchanged embedding by identity (rlx.runtime.staged).

@@ -22,10 +22,13 @@ first use (numba, ``cache=True``: later processes load the machine code).
 
 from __future__ import annotations
 
-import os
 import threading
 
 import numpy as np
+
+from rlx.runtime import background
+
+from .prefetch import enabled as prefetch_enabled
 
 __all__ = ["BAND", "TAPS", "bands_of", "kernels", "prefetch", "taps_of"]
 
@@ -104,16 +107,16 @@ def prefetch() -> None:
     machine code comes from numba's cache. A `SamPredictor` calls this when it
     is created, so the load overlaps ``set_image`` (whose encoder runs in
     native code, the GIL released) instead of delaying the first ``predict``.
-    ``RLX_SAM_PREFETCH=0`` turns it off (the load then happens on first use).
+    ``RLX_SAM_PREFETCH=0`` turns it off (the load then happens on first use; see
+    `models.sam.prefetch`).
     """
     global _prefetching
     if _kernels is not _UNSET or _prefetching is not None:
         return
-    if os.environ.get("RLX_SAM_PREFETCH", "1") == "0":
+    if not prefetch_enabled():
         return
-    _prefetching = threading.Thread(target=kernels, name="rlx-sam-postprocess-load",
-                                    daemon=True)
-    _prefetching.start()
+    # rlx.runtime.background: one warm-up job at a time (this one drives numba's LLVM)
+    _prefetching = background.start(kernels, name="rlx-sam-postprocess-load")
 
 
 def _load():

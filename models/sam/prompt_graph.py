@@ -47,10 +47,13 @@ import numpy as np
 
 from rlx.errors import InputError
 from rlx.ir import Graph, GraphBuilder
+from rlx.runtime import background
+from rlx.runtime.gc_pause import gc_paused
 from rlx.runtime.profile import CompileProfile, resolve_profile
 from rlx.runtime.staged import StagedGraph, compile_staged
 
 from .config import SamConfig, get_config
+from .prefetch import enabled as prefetch_enabled
 from .decoder import (
     DECODER_SUBGRAPHS,
     dense_positional_encoding,
@@ -63,8 +66,8 @@ from .decoder import (
     upscale_tokens,
 )
 
-__all__ = ["PROMPT_TO_MASKS", "IMAGE_INPUT", "PROMPT_SUBGRAPHS", "bucket_name", "build_prompt_to_masks",
-           "PromptDecoder", "decoder_for"]
+__all__ = ["CLICK_BUCKET", "PROMPT_TO_MASKS", "IMAGE_INPUT", "PROMPT_SUBGRAPHS", "bucket_name",
+           "build_prompt_to_masks", "PromptDecoder", "decoder_for"]
 
 PROMPT_TO_MASKS = "prompt_to_masks"
 #: the bucket graph input that changes once per image, not per click
@@ -73,6 +76,9 @@ IMAGE_INPUT = "image_embedding"
 MAX_SPARSE_TOKENS = 64
 
 Bucket = Tuple[int, bool]
+#: the bucket of the most common prompt, one click (plus its padding point) without a mask:
+#: compiled in the background while an image is encoded (`PromptDecoder.prefetch`)
+CLICK_BUCKET: Bucket = (2, False)
 
 
 def bucket_name(num_sparse: int, has_mask: bool) -> str:
@@ -129,16 +135,39 @@ class PromptDecoder:
         self.profile = resolve_profile(profile)
         self._buckets: Dict[Bucket, StagedGraph] = {}
         self._lock = threading.RLock()
+        self._prefetching: Dict[Bucket, threading.Thread] = {}
 
     def bucket(self, num_sparse: int, has_mask: bool) -> StagedGraph:
         key = (int(num_sparse), bool(has_mask))
         with self._lock:
             compiled = self._buckets.get(key)
             if compiled is None:
-                graph = build_prompt_to_masks(self.config, *key)
+                with gc_paused():  # thousands of small objects: see rlx.runtime.gc_pause
+                    graph = build_prompt_to_masks(self.config, *key)
                 compiled = compile_staged(graph, self.profile, self.weights, slow=[IMAGE_INPUT])
                 self._buckets[key] = compiled
             return compiled
+
+    def prefetch(self, num_sparse: int, has_mask: bool) -> Optional[threading.Thread]:
+        """Compile and bind a bucket on a background thread (`rlx.runtime.background`).
+
+        For a caller about to be busy in native code (``set_image``): the bucket's
+        first use then finds it ready, or waits for the compile under way (same
+        lock) instead of starting another. Returns the thread, or None when the
+        bucket is compiled already, a prefetch of it is under way, or
+        ``RLX_SAM_PREFETCH=0`` (`models.sam.prefetch`). A compile that fails in the
+        background is repeated, and reported, by the first use.
+        """
+        key = (int(num_sparse), bool(has_mask))
+        with self._lock:
+            if key in self._buckets or not prefetch_enabled():
+                return None
+            running = self._prefetching.get(key)
+            if running is not None and running.is_alive():
+                return None
+            self._prefetching[key] = thread = background.start(
+                lambda: self.bucket(*key), name=f"rlx-sam-prefetch-{bucket_name(*key)}")
+            return thread
 
     @property
     def buckets(self) -> Dict[Bucket, StagedGraph]:

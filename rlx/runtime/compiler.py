@@ -10,6 +10,7 @@ compiled (and its kernels cached) before any checkpoint is read.
 from __future__ import annotations
 
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Mapping
 
@@ -24,6 +25,7 @@ from rlx.passes.plan_memory import VIEW_OPS, plan_memory
 from rlx.runtime import plan_cache
 from rlx.runtime.plan import ExecutablePlan
 from rlx.runtime.device import check_device
+from rlx.runtime.gc_pause import gc_paused
 from rlx.runtime.profile import CompileProfile, resolve_profile
 
 
@@ -127,8 +129,16 @@ def compile_graph(graph: Graph, profile: "CompileProfile | str | None" = None,
     # compiled from the cached lowered graph, which still skips the passes).
     key = record = None
     if cache is not None:
-        key = plan_cache.plan_key(graph, profile, backend.name, cache)
-        record = plan_cache.load(cache, key) if key is not None else None
+        with gc_paused():  # unpickling a plan: see rlx.runtime.gc_pause
+            key = plan_cache.plan_key(graph, profile, backend.name, cache)
+            record = plan_cache.load(cache, key) if key is not None else None
+    # A hit only rebuilds objects (a few ms of work, but a full collection of a large
+    # process would cost tens); a cold compile runs the passes with the collector on.
+    with gc_paused() if record is not None else nullcontext():
+        return _finish(graph, profile, weights, backend, cache, ctx, key, record, t0)
+
+
+def _finish(graph, profile, weights, backend, cache, ctx, key, record, t0) -> CompiledGraph:
     if record is not None:
         lowered, pass_records = record.lowered, record.passes
         to_compile = sorted(i for i, s in record.kernels.items() if s is not None)

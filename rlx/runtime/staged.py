@@ -35,6 +35,7 @@ from rlx.ir.analysis import graph_flops
 from rlx.ir.graph import Graph
 from rlx.passes.split_stages import SLOW, StageSplit, split_stages
 from rlx.runtime.compiler import CompiledGraph, CompileReport, compile_graph
+from rlx.runtime.gc_pause import gc_paused
 from rlx.runtime.profile import CompileProfile, resolve_profile
 
 __all__ = ["StagedGraph", "compile_staged", "is_frozen"]
@@ -170,7 +171,8 @@ def compile_staged(graph: Graph, profile: "CompileProfile | str | None" = None,
                    slow=()) -> StagedGraph:
     """Compile `graph` in two stages; inputs named in `slow` change rarely (see module doc)."""
     profile = resolve_profile(profile)
-    split = split_stages(graph, slow)
+    with gc_paused():  # rebuilding two small graphs: see rlx.runtime.gc_pause
+        split = split_stages(graph, slow)
     slow_cg = compile_graph(split.slow_graph, profile) if split.slow_graph is not None else None
     fast_cg = compile_graph(split.fast_graph, profile)
     staged = StagedGraph(split, slow_cg, fast_cg)

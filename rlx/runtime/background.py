@@ -1,0 +1,56 @@
+"""Warm-up work on a background thread, one job at a time, failures left to the real call.
+
+Why: some one-time work (linking a cached plan, loading a JIT library's cached
+machine code) can run while the caller is busy elsewhere -- typically while a
+large graph runs in native code with the GIL released -- so that the call
+that needs the result finds it ready. `start(job, name)` runs ``job()`` on a
+daemon thread.
+
+Jobs run one after another, never two at once, on purpose: several of them
+drive LLVM (rlx's own kernel linking, numba loading its cache), and LLVM's
+global state is not meant for two threads at once. The job itself must be
+safe to race with the real call (take the same lock, so the loser waits and
+then finds the work done).
+
+A job that raises is dropped silently: warming up is an optimisation, and the
+real call repeats the work and reports the error where it belongs.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Callable
+
+__all__ = ["start", "wait"]
+
+#: held while a job runs: jobs never overlap
+_serial = threading.Lock()
+_threads: list[threading.Thread] = []
+_threads_lock = threading.Lock()
+
+
+def start(job: Callable[[], object], name: str) -> threading.Thread:
+    """Run ``job()`` on a new daemon thread called `name`, after any job still running."""
+    def run() -> None:
+        with _serial:
+            try:
+                job()
+            except Exception:  # the real call does the work again and reports it
+                pass
+
+    t = threading.Thread(target=run, name=name, daemon=True)
+    with _threads_lock:
+        _threads[:] = [x for x in _threads if x.is_alive()]
+        _threads.append(t)
+    t.start()
+    return t
+
+
+def wait(timeout: float | None = None) -> bool:
+    """Wait until every job started so far has finished (tests, benchmarks); False on
+    timeout."""
+    with _threads_lock:
+        pending = list(_threads)
+    for t in pending:
+        t.join(timeout)
+    return not any(t.is_alive() for t in pending)

@@ -1,0 +1,50 @@
+"""`rlx.runtime.background`: warm-up jobs run on daemon threads, one at a time, and a
+failing job is dropped without a trace on the caller."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+from rlx.runtime import background
+
+
+def test_jobs_never_overlap_and_all_run():
+    running, overlaps, done = [0], [], []
+    lock = threading.Lock()
+
+    def job(i):
+        def run():
+            with lock:
+                running[0] += 1
+                overlaps.append(running[0])
+            time.sleep(0.05)
+            with lock:
+                running[0] -= 1
+            done.append(i)
+        return run
+
+    threads = [background.start(job(i), name=f"test-job-{i}") for i in range(3)]
+    assert all(t.daemon for t in threads)
+    assert background.wait(10)
+    assert sorted(done) == [0, 1, 2]
+    assert max(overlaps) == 1
+
+
+def test_a_failing_job_is_dropped_and_the_next_one_runs():
+    ran = []
+
+    def bad():
+        raise RuntimeError("warm-up failed")
+
+    t = background.start(bad, name="test-bad")
+    background.start(lambda: ran.append(True), name="test-good")
+    assert background.wait(10)
+    assert not t.is_alive() and ran == [True]
+
+
+def test_the_thread_carries_the_name():
+    names = []
+    background.start(lambda: names.append(threading.current_thread().name), name="test-name")
+    assert background.wait(10)
+    assert names == ["test-name"]
