@@ -298,7 +298,8 @@ class SamAutomaticMaskGenerator:
         self.output_mode = output_mode
         self.progress = progress
         self.model = model
-        self.predictor = SamPredictor(model)
+        # no click graph compiled in the background: the generator decodes with its own
+        self.predictor = SamPredictor(model, prefetch_click=False)
         #: seconds per step of the last generate() (encoder, decoder, stats, ...)
         self.timings: Dict[str, float] = {}
 

@@ -138,3 +138,13 @@ def test_one_prefetch_per_bucket(image, compiles):
     assert background.wait(60)
     assert decoder_for(sam).prefetch(*CLICK_BUCKET) is None
     assert compiles == [PREFETCH_THREAD]
+
+
+def test_segment_everything_does_not_compile_the_click_graph(image, compiles):
+    from models.sam.automatic import SamAutomaticMaskGenerator
+
+    sam = make_sam("reference")
+    gen = SamAutomaticMaskGenerator(sam, points_per_side=2, progress=False)
+    gen.predictor.set_image(image)
+    assert background.wait(60)
+    assert compiles == [] and CLICK_BUCKET not in decoder_for(sam).buckets
