@@ -68,6 +68,7 @@ def pass_options(profile: CompileProfile, backend: Backend) -> PassOptions:
         fuse_epilogues=profile.epilogue_fusion,
         verify=profile.verify,
         precision=profile.precision,
+        winograd=profile.winograd,
     )
 
 

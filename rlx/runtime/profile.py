@@ -52,6 +52,9 @@ class CompileProfile:
     attention: str = "blocked"
     #: query rows per block in blocked attention
     attention_block: int = 256
+    #: 3x3 stride-1 convolutions (>= 16 channels) as Winograd F(m x m, 3 x 3) with output
+    #: tile m = 4 (4x fewer GEMM multiply-adds) or 2 (2.25x, rounds less); 0: im2col GEMM
+    winograd: int = 4
     #: vector width in bits of the generated loops and register tiles: 128 | 256 | 512
     #: (None: the device's widest -- 512 with AVX-512, 256 with AVX2, 128 otherwise)
     vector_bits: int | None = None
@@ -83,6 +86,9 @@ class CompileProfile:
             raise ProfileError(f"profile {self.name}: gemm must be 'blas' or 'native'")
         if self.attention not in ("blocked", "decomposed"):
             raise ProfileError(f"profile {self.name}: attention must be 'blocked' or 'decomposed'")
+        if type(self.winograd) is not int or self.winograd not in (0, 2, 4):
+            raise ProfileError(f"profile {self.name}: winograd must be 0 (off), 2 or 4 "
+                               f"(the output tile), got {self.winograd!r}")
         if self.vector_bits is not None and self.vector_bits not in (128, 256, 512):
             raise ProfileError(f"profile {self.name}: vector_bits must be 128, 256 or 512 "
                                f"(or unset: the device's widest), got {self.vector_bits}")

@@ -112,3 +112,21 @@ def test_compiled_winograd_equals_the_reference_convolution(backend, xs, o, attr
     assert not ops & {"conv2d", "im2col"}, ops  # the default pipeline took the Winograd form
     got = cg(x)[0]
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=2e-5)
+
+
+@pytest.mark.parametrize("winograd,present,absent", [(0, "im2col", "pad"), (2, "pad", "im2col")])
+def test_profile_field_chooses_the_form(winograd, present, absent, tmp_path):
+    g = _conv((1, 16, 8, 8), 16, padding=1)
+    profile = PRESETS["numba"].replace(threads=1, cache_dir=str(tmp_path), winograd=winograd)
+    cg = compile_graph(g, profile, weights={"w": np.ones((16, 16, 3, 3), np.float32),
+                                           "b": np.zeros(16, np.float32)})
+    ops = {n.op for n in cg.graph.nodes}
+    assert present in ops and absent not in ops, ops
+
+
+@pytest.mark.parametrize("bad", [3, 6, -1, 4.0, True, "4"])
+def test_profile_rejects_other_tiles(bad):
+    from rlx.errors import ProfileError
+
+    with pytest.raises(ProfileError, match="winograd"):
+        PRESETS["default"].replace(winograd=bad)
