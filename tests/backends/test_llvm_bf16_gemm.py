@@ -263,3 +263,59 @@ def test_real_unit_matches_the_reference(build, unit, flag):
         pytest.skip(f"CPU lacks {flag}")
     *_, got, expected, _ = _run(build, unit)
     _close(got, expected)
+
+
+# ---- end to end: the profile's passes mark the products, the kernels compute them ---------
+
+
+def vit_block(b):
+    """Patch embedding (a convolution lowered to a GEMM) and one pre-norm transformer block:
+    linear layers with bias / GELU / residual epilogues, attention between them."""
+    img = b.input("img", (1, 3, 32, 32))
+    x = b.conv2d(img, b.weight("patch.w", (48, 3, 4, 4)), b.weight("patch.b", (48,)), stride=4)
+    x = b.reshape(b.transpose(b.reshape(x, shape=(1, 48, 64)), perm=(0, 2, 1)), shape=(64, 48))
+    h = b.layer_norm(x, b.weight("ln1.w", (48,)), b.weight("ln1.b", (48,)), eps=1e-6)
+    q, k, v = (b.reshape(b.linear(h, b.weight(f"{n}.w", (48, 48)), b.weight(f"{n}.b", (48,))),
+                         shape=(1, 64, 48)) for n in "qkv")
+    a = b.reshape(b.attention(q, k, v, scale=48 ** -0.5), shape=(64, 48))
+    x = b.add(x, b.linear(a, b.weight("proj.w", (48, 48)), b.weight("proj.b", (48,))))
+    h = b.layer_norm(x, b.weight("ln2.w", (48,)), b.weight("ln2.b", (48,)), eps=1e-6)
+    h = b.gelu(b.linear(h, b.weight("fc1.w", (96, 48)), b.weight("fc1.b", (96,))))
+    b.output(b.add(x, b.linear(h, b.weight("fc2.w", (48, 96)), b.weight("fc2.b", (48,)))))
+
+
+def test_bf16_profile_end_to_end_matches_the_reference(monkeypatch):
+    """The bf16 profile's passes (lowering, the precision pass with its size floor at 0,
+    fusion) on the llvm backend with emulated dot pairs, against the same profile on the
+    reference interpreter: every GEMM group compiles to a bf16 kernel (linear layers and
+    the lowered convolution), attention falls back to the reference kernel (no bf16
+    attention kernel yet)."""
+    import dataclasses
+
+    import rlx.runtime.compiler as compiler
+
+    base = compiler.pass_options
+    monkeypatch.setattr(compiler, "pass_options", lambda profile, backend: dataclasses.replace(
+        base(profile, backend), bf16_min_macs=0))
+    monkeypatch.setattr(compiler, "check_device", lambda profile: None)  # no units here
+    b = GraphBuilder("vit")
+    vit_block(b)
+    graph = b.build()
+    weights = {n: data(v.shape, seed=200 + i)
+               for i, (n, v) in enumerate(graph.source_weights().items())}
+    img = data((1, 3, 32, 32), seed=9)
+    ref = compile_graph(graph, PRESETS["reference"].replace(precision="bf16", name="ref-bf16"),
+                        weights=weights)
+    f32 = compile_graph(graph, PRESETS["reference"], weights=weights)
+    with emulation_for_tests("emulated"):
+        compiled = compile_graph(graph, LLVM.replace(precision="bf16", name="llvm-bf16-e2e"),
+                                 weights=weights)
+        got = compiled(img)
+    kinds = [(k.info.kind, k.info.extra.get("bf16_unit")) for k in compiled.plan.kernels if k]
+    assert kinds.count(("llvm.gemm", "emulated")) == 7, kinds  # patch, q, k, v, proj, fc1, fc2
+    assert ("reference.attention", None) in kinds
+    expected = ref(img)
+    _close(got, expected)
+    # and the bf16 semantics are really in play: f32 differs by far more than the bound
+    diff = np.linalg.norm(f32(img)[0] - expected[0]) / np.linalg.norm(expected[0])
+    assert diff > 1e2 * NORM_RTOL, diff

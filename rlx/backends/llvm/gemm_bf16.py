@@ -29,7 +29,7 @@ target's matrix units (`unit_for`):
 
 The blocking constants (`MR`, `MC`) are first guesses, not measurements: this
 was written on a CPU without bf16 units. Tune them on one that has them
-(benchmarks/bf16_gemm.py).
+(``python -m benchmarks.bench_bf16_gemm``).
 """
 
 from __future__ import annotations
