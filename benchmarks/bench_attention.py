@@ -153,6 +153,46 @@ def run(shapes, threads: int, rounds: int, runs: int, cache_dir: str, check: boo
     return out
 
 
+# (M, K, N, what): the GEMMs of SAM 2's image side that carry the most FLOPs
+GEMM_SHAPES = (
+    (4096, 384, 1152, "hiera_t stage 3 qkv"),
+    (4096, 384, 1536, "hiera_t stage 3 mlp fc1"),
+    (4096, 1536, 384, "hiera_t stage 3 mlp fc2"),
+    (65536, 96, 384, "hiera_t stage 1 mlp fc1"),
+    (4096, 448, 1792, "hiera_b+ stage 3 mlp fc1"),
+    (4096, 1792, 448, "hiera_b+ stage 3 mlp fc2"),
+)
+
+
+def gemm_rates(threads: int, rounds: int) -> list:
+    """Best-of-rounds GFLOP/s of numpy's sgemm and torch's matmul, interleaved per shape."""
+    _set_threads(threads)
+    import numpy as np
+    import torch
+
+    torch.set_num_threads(threads)
+    rng = np.random.default_rng(0)
+    rows = []
+    for m, k, n, what in GEMM_SHAPES:
+        a = rng.standard_normal((m, k), dtype=np.float32)
+        b = rng.standard_normal((k, n), dtype=np.float32)
+        c = np.empty((m, n), np.float32)
+        ta, tb, tc = torch.from_numpy(a), torch.from_numpy(b), torch.empty(m, n)
+        fns = {"numpy": lambda: np.matmul(a, b, out=c), "torch": lambda: torch.mm(ta, tb, out=tc)}
+        for fn in fns.values():
+            fn()
+        ts = {s: [] for s in fns}
+        for _ in range(rounds):
+            for s, fn in fns.items():
+                ts[s].append(_time(fn, 3))
+        f = 2.0 * m * k * n
+        rows.append({"m": m, "k": k, "n": n, "what": what,
+                     **{f"{s}_gflops_best": f / min(v) / 1e9 for s, v in ts.items()},
+                     **{f"{s}_gflops_median": f / statistics.median(v) / 1e9
+                        for s, v in ts.items()}})
+    return rows
+
+
 def _load() -> str:
     try:
         return " / ".join(f"{x:.2f}" for x in os.getloadavg())
@@ -162,13 +202,15 @@ def _load() -> str:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description="blocked attention vs torch SDPA vs GEMM rate")
-    ap.add_argument("--shapes", default="hiera_t_global,hiera_bp_global,vit_b_global,"
+    ap.add_argument("--shapes", help="comma separated; '' for none", default="hiera_t_global,hiera_bp_global,vit_b_global,"
                                         "hiera_t_win14,hiera_t_win8")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--check", action="store_true", help="also report max |rlx - sdpa|")
     ap.add_argument("--cache-dir", default=os.path.join(tempfile.gettempdir(), "rlx-bench-attn"))
+    ap.add_argument("--gemm", action="store_true",
+                    help="also the numpy / torch GEMM rates on SAM 2's big GEMM shapes")
     ap.add_argument("--json", default=None)
     args = ap.parse_args(argv)
     names = [s for s in args.shapes.split(",") if s]
@@ -188,6 +230,13 @@ def main(argv=None) -> int:
         for s, row in r["systems"].items():
             print(f"  {s:<16s} {1e3 * row['median_s']:9.2f} ms ({1e3 * row['min_s']:.2f} - "
                   f"{1e3 * row['max_s']:.2f})  {row['gflops']:7.1f} GFLOP/s")
+    if args.gemm:
+        res["gemm"] = gemm_rates(args.threads, args.rounds)
+        print("GEMM rates (GFLOP/s, best / median over rounds):")
+        for r in res["gemm"]:
+            print(f"  {r['what']:<26s} {r['m']}x{r['k']}x{r['n']}: numpy "
+                  f"{r['numpy_gflops_best']:6.1f} / {r['numpy_gflops_median']:6.1f}   torch "
+                  f"{r['torch_gflops_best']:6.1f} / {r['torch_gflops_median']:6.1f}")
     if args.check:
         print("max |rlx - sdpa|:", res["max_abs_diff_vs_sdpa"])
     if args.json:

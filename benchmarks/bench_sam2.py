@@ -253,18 +253,29 @@ def _fmt(s: float) -> str:
     return f"{s * 1e3:.1f} ms" if s < 1 else f"{s:.2f} s"
 
 
+def _encoder_gflop(key: str) -> float | None:
+    """GFLOP of the image side (`benchmarks.flops_sam2`) for an ``<model>/encoder`` key."""
+    model, _, task = key.partition("/")
+    if task != "encoder":
+        return None
+    from benchmarks.flops_sam2 import image_side_flops
+
+    return image_side_flops(model)["total"] / 1e9
+
+
 def format_table(report: dict) -> str:
     lines = []
     for key, systems in report["results"].items():
-        lines.append(f"\n{key}")
+        gflop = _encoder_gflop(key)
+        lines.append(f"\n{key}" + (f" ({gflop:.1f} GFLOP, benchmarks/flops_sam2.py)" if gflop else ""))
         base = systems.get("torch", {})
         for name, s in systems.items():
             if s.get("status") != "ok":
                 lines.append(f"  {name:<12s} {s.get('status')}: {str(s.get('error'))[:120]}")
                 continue
-            ratio = ""
+            ratio = f"  {gflop / s['median_s']:.0f} GFLOP/s" if gflop else ""
             if base.get("status") == "ok" and name != "torch":
-                ratio = f"  {s['median_s'] / base['median_s']:.2f}x torch"
+                ratio += f"  {s['median_s'] / base['median_s']:.2f}x torch"
             lines.append(f"  {name:<12s} median {_fmt(s['median_s']):>10s}  "
                          f"(min {_fmt(s['min_s'])}, max {_fmt(s['max_s'])}, {s['n_runs']} runs)  "
                          f"peak {s['peak_rss_mb_max']:.0f} MiB  other procs <= "
@@ -301,7 +312,9 @@ def main(argv=None) -> int:
     report["meta"] = {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(),
                       "machine": platform.processor() or platform.machine(),
                       "cpus": os.cpu_count(), "threads": args.threads,
-                      "wall_s": time.time() - t0, "argv": sys.argv[1:]}
+                      "wall_s": time.time() - t0, "argv": sys.argv[1:],
+                      "gflop": {k: _encoder_gflop(k) for k in report["results"]
+                                if _encoder_gflop(k)}}
     print(format_table(report))
     if args.json:
         tmp = args.json + ".tmp"
