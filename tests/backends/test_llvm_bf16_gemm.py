@@ -193,32 +193,40 @@ def test_vnni_packing_is_pairs_along_k():
 # ---- nothing changes for users on CPUs without bf16 units ----------------------------------
 
 
-def test_without_the_hook_bf16_products_run_on_the_reference_kernel_here():
-    if any(_units_here().values()):
-        pytest.skip("this CPU has bf16 units (the test is about CPUs without them)")
+def test_without_the_hook_bf16_products_need_the_cpus_units():
+    """Here (no units): the product runs on the reference kernel and a bf16 profile is
+    refused, as before this kernel existed. On a CPU with units: the real unit's kernel."""
     b = GraphBuilder("g")
     linear_gelu(b)
     graph = b.build()
     weights = {n: data(v.shape, seed=1) for n, v in graph.source_weights().items()}
+    x = data(graph.inputs[0].shape)
     compiled = compile_graph(graph, LLVM, weights=weights)
     (k,) = [k for k in compiled.plan.kernels if k is not None]
+    units = _units_here()
+    if any(units.values()):
+        unit = "amx" if units["amx"] else "avx512bf16"
+        assert k.info.kind == f"llvm.gemm.{unit}"
+        _close(compiled(x), run_graph(graph, [x], weights))
+        return
     assert k.info.kind == "reference.gemm" and "no bf16 matrix unit" in k.info.extra["reason"]
-    x = data(graph.inputs[0].shape)
     np.testing.assert_array_equal(compiled(x)[0], run_graph(graph, [x], weights)[0])
     with pytest.raises(ProfileError, match="precision bf16 needs a CPU with AVX512-BF16"):
         compile_graph(graph, LLVM.replace(precision="bf16"), weights=weights)
 
 
-def test_a_kernel_for_a_unit_this_cpu_lacks_refuses_to_run():
-    if _units_here()["amx"]:
-        pytest.skip("this CPU has amx_bf16")
+def test_a_kernel_for_a_unit_this_cpu_lacks_refuses_to_run(monkeypatch):
+    import rlx.backends.llvm.target as target
+
+    have = target.host_features() - {"amx-bf16", "amx-tile"}  # as if this CPU had no AMX
+    monkeypatch.setattr(target, "host_features", lambda: set(have))
     b = GraphBuilder("g")
     relu_tanh(b)
     graph = b.build()
     weights = {n: data(v.shape, seed=1) for n, v in graph.source_weights().items()}
     compiled = compile_graph(graph, LLVM.replace(device="cpu-amx"), weights=weights)
-    assert any(k.info.extra.get("bf16_unit") == "amx" for k in compiled.plan.kernels if k)
-    with pytest.raises(RlxError, match="this CPU lacks"):
+    assert [k.info.extra.get("bf16_unit") for k in compiled.plan.kernels if k] == ["amx"]
+    with pytest.raises(RlxError, match="this CPU lacks"):  # not SIGILL
         compiled(data((33, 64)))
 
 
@@ -312,10 +320,34 @@ def test_bf16_profile_end_to_end_matches_the_reference(monkeypatch):
                                  weights=weights)
         got = compiled(img)
     kinds = [(k.info.kind, k.info.extra.get("bf16_unit")) for k in compiled.plan.kernels if k]
-    assert kinds.count(("llvm.gemm", "emulated")) == 7, kinds  # patch, q, k, v, proj, fc1, fc2
+    # patch embedding, q, k, v, proj, fc1, fc2
+    assert kinds.count(("llvm.gemm.emulated", "emulated")) == 7, kinds
     assert ("reference.attention", None) in kinds
     expected = ref(img)
     _close(got, expected)
     # and the bf16 semantics are really in play: f32 differs by far more than the bound
     diff = np.linalg.norm(f32(img)[0] - expected[0]) / np.linalg.norm(expected[0])
     assert diff > 1e2 * NORM_RTOL, diff
+
+
+def test_a_cached_plan_restores_the_bf16_kernel_and_its_packing(tmp_path):
+    b = GraphBuilder("g")
+    linear_gelu(b)
+    graph = b.build()
+    weights = {n: data(v.shape, seed=3) for n, v in graph.source_weights().items()}
+    x = data(graph.inputs[0].shape, seed=4)
+    prof = LLVM.replace(cache_dir=str(tmp_path / "cache"), name="llvm-bf16-cached")
+    with emulation_for_tests("emulated"):
+        first = compile_graph(graph, prof, weights=weights)
+        again = compile_graph(graph, prof, weights=weights)
+        outs = first(x), again(x)
+    assert again.report.plan_from_cache and not first.report.plan_from_cache
+    (k,) = [k for k in again.plan.kernels if k is not None]
+    assert k.info.extra["bf16_unit"] == "emulated" and k.packed_bytes > 0
+    np.testing.assert_array_equal(outs[0][0], outs[1][0])
+    _close(outs[1], run_graph(graph, [x], weights))
+    # the same cache without the hook: the CPU's own unit, or here the reference kernel
+    plain = compile_graph(graph, prof, weights=weights)
+    (k,) = [k for k in plain.plan.kernels if k is not None]
+    assert k.info.extra.get("bf16_unit") != "emulated"
+    _close(plain(x), run_graph(graph, [x], weights))

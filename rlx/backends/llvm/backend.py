@@ -236,7 +236,9 @@ class LLVMBackend:
         if unusable is None and unit in FEATURE and FEATURE[unit] not in host_features():
             unusable = (f"bf16 kernel {node.outputs[0].ref} uses {unit}; this CPU lacks "
                         f"{CPUINFO_FLAG[unit]}")
-        common[-1].extra["bf16_unit"] = unit
+        info = common[-1]
+        info.extra["bf16_unit"] = unit
+        info.kind = f"{info.kind}.{unit}"  # RLX_PROFILE and reports show the unit that ran
         return Bf16GemmKernel(*common, unusable=unusable, spec=spec, unit=unit,
                               threads=ctx.profile.effective_threads,
                               b_is_weight=node.inputs[spec.b].kind == WEIGHT)
