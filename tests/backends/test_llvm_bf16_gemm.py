@@ -95,7 +95,7 @@ GRAPHS = [linear_gelu, linear_scale_residual, relu_tanh, batched_activations,
           broadcast_batch, shared_a, strided_view, single_row]
 
 
-def _run(build, unit, seed=0, expect_ops=True):
+def _run(build, unit, seed=0, expect_ops=True, lanes=None):
     b = GraphBuilder(build.__name__)
     build(b)
     graph = b.build()
@@ -103,7 +103,7 @@ def _run(build, unit, seed=0, expect_ops=True):
     weights = {n: data(v.shape, seed=100 + i)
                for i, (n, v) in enumerate(graph.source_weights().items())}
     expected = run_graph(graph, inputs, weights)
-    with emulation_for_tests(unit):
+    with emulation_for_tests(unit, lanes):
         compiled = compile_graph(graph, LLVM, weights=weights)
         got = compiled(*inputs)
     kernels = [k for k in compiled.plan.kernels if k is not None]
@@ -132,11 +132,18 @@ def _units_here():
 # ---- run here: emulated dot pairs and emulated tiles --------------------------------------
 
 
-@pytest.mark.parametrize("unit", ["emulated", "amx-emulated"])
+@pytest.mark.parametrize("unit,lanes", [("emulated", 16), ("emulated", 8), ("emulated", 4),
+                                        ("amx-emulated", None)],
+                         ids=["dot16", "dot8", "dot4", "amx"])
 @pytest.mark.parametrize("build", GRAPHS, ids=lambda f: f.__name__)
-def test_emulated_kernel_matches_the_reference(build, unit):
-    *_, got, expected, _ = _run(build, unit)
+def test_emulated_kernel_matches_the_reference(build, unit, lanes):
+    """Dot pairs 16 lanes wide (zmm), 8 and 4 (the ymm / xmm forms a narrower profile
+    gets), and AMX blocks."""
+    *_, got, expected, compiled = _run(build, unit, lanes=lanes)
     _close(got, expected)
+    if lanes:
+        assert {k.info.extra["bf16_lanes"] for k in compiled.plan.kernels
+                if k is not None and k.info.extra.get("bf16_unit")} == {lanes}
 
 
 def test_the_kernel_computes_bf16_not_f32():
@@ -233,21 +240,28 @@ def test_a_kernel_for_a_unit_this_cpu_lacks_refuses_to_run(monkeypatch):
 # ---- cross-compiled: the instructions the real units execute -------------------------------
 
 
-def _asm(device, cpu):
+def _asm(device, cpu, bits=None):
     b = GraphBuilder("g")
     linear_gelu(b)
     graph = b.build()
     weights = {n: np.ones(v.shape, np.float32) for n, v in graph.source_weights().items()}
-    compiled = compile_graph(graph, LLVM.replace(device=device), weights=weights)  # never run
+    compiled = compile_graph(graph, LLVM.replace(device=device, vector_bits=bits),
+                             weights=weights)  # compiled for that CPU, never run
     (k,) = [k for k in compiled.plan.kernels if k is not None and k.info.extra.get("bf16_unit")]
-    return assembly(k.info.source, target_for(device, cpu=cpu)), k.info.extra["bf16_unit"]
+    return assembly(k.info.source, target_for(device, bits, cpu=cpu)), k.info.extra["bf16_unit"]
 
 
 @pytest.mark.parametrize("cpu", ["sapphirerapids", "emeraldrapids", "znver4", "znver5"])
-def test_avx512_bf16_path_emits_vdpbf16ps(cpu):
-    asm, unit = _asm("cpu-avx512-bf16", cpu)
+@pytest.mark.parametrize("bits", [None, 256], ids=["default", "256"])
+def test_avx512_bf16_path_emits_vdpbf16ps(cpu, bits):
+    """zmm dot products at the default width; the ymm form (AVX512-VL) and no zmm when
+    the profile asks for 256-bit vectors."""
+    asm, unit = _asm("cpu-avx512-bf16", cpu, bits)
     assert unit == "avx512bf16"
-    assert re.search(r"\tvdpbf16ps\s[^\n]*%zmm", asm), "no 512-bit vdpbf16ps"
+    reg = "ymm" if bits == 256 else "zmm"
+    assert re.search(rf"\tvdpbf16ps\s[^\n]*%{reg}", asm), f"no vdpbf16ps on {reg}"
+    if bits == 256:
+        assert "%zmm" not in asm
     assert "tdpbf16ps" not in asm and "ldtilecfg" not in asm
 
 

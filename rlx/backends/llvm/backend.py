@@ -91,6 +91,15 @@ class LLVMBackend:
 
         return unit_for(ctx.profile.device)
 
+    def _bf16_lanes(self, ctx: KernelContext) -> int:
+        """Lanes of the bf16 kernel's dot pairs (the profile's vector width)."""
+        from rlx.backends.llvm.gemm_bf16 import lanes_for
+        from rlx.backends.llvm.target import profile_target
+        from rlx.backends.llvm.vecir import vector_config
+
+        unit = self._bf16_unit(ctx)
+        return lanes_for(unit, vector_config(profile_target(ctx.profile)).lanes) if unit else 0
+
     def _spec(self, node: Node, ctx: KernelContext | None = None):
         """`describe(node)` under `ctx`'s profile. Without a context (`supports`, which
         the runtime calls without a profile) bf16 products are described as if the device
@@ -118,7 +127,8 @@ class LLVMBackend:
         return (bool(getattr(ctx.profile, "fastmath", False)),
                 getattr(ctx.profile, "gemm", "blas") == "native" or found is None,
                 found.int_bits if found is not None else 64, ctx.profile.effective_threads,
-                vector_config(profile_target(ctx.profile)), self._bf16_unit(ctx))
+                vector_config(profile_target(ctx.profile)), self._bf16_unit(ctx),
+                self._bf16_lanes(ctx))
 
     def generate(self, node: Node, ctx: KernelContext) -> Generated | None:
         """The IR module of `node`'s kernel (None for host kernels)."""
@@ -131,7 +141,7 @@ class LLVMBackend:
         return self._generated[key]
 
     def _generate(self, node: Node, spec, fm: bool, native: bool, bits: int,
-                  threads: int, vc, bf16_unit: str | None) -> Generated | None:
+                  threads: int, vc, bf16_unit: str | None, lanes: int) -> Generated | None:
         from rlx.backends.llvm import attention, elementwise, gemm, gemm_bf16, norm
 
         title = _title(node, spec)
@@ -147,9 +157,9 @@ class LLVMBackend:
                              norm.tasks(spec), spec.nest.numel * (_cost(spec.program) + 12),
                              n_in + 1)
         if isinstance(spec, GemmSpec) and spec.precision == "bf16":
-            bp = gemm_bf16.bf16_plan(spec, threads, bf16_unit)
+            bp = gemm_bf16.bf16_plan(spec, threads, bf16_unit, lanes)
             return Generated("gemm", gemm_bf16.bf16_gemm_module(spec, n_in, title, threads,
-                                                                bf16_unit, fm),
+                                                                bf16_unit, fm, lanes),
                              bp.p.tasks, math.prod(spec.out_shape) * max(bp.p.k, 1), n_in + 4)
         if isinstance(spec, GemmSpec):
             p = gemm.kernel_plan(spec, native, threads, out_dts[0], vc)
@@ -239,6 +249,7 @@ class LLVMBackend:
         info = common[-1]
         info.extra["bf16_unit"] = unit
         info.kind = f"{info.kind}.{unit}"  # RLX_PROFILE and reports show the unit that ran
+        info.extra["bf16_lanes"] = self._bf16_lanes(ctx)
         return Bf16GemmKernel(*common, unusable=unusable, spec=spec, unit=unit,
                               threads=ctx.profile.effective_threads,
                               b_is_weight=node.inputs[spec.b].kind == WEIGHT)

@@ -13,13 +13,15 @@ entry, block of rows), as in `rlx.backends.llvm.gemm`, with the epilogue
 run on a task's rows while they are in cache.
 
 Inside a task the loops are blocked for the caches: a chunk of `MC` rows of A
-(MC x K bf16, meant for L2) meets every 32-column strip of B (K x 32, L1/L2),
+(MC x K bf16, meant for L2) meets every strip of B (K x 2 vectors of columns,
+L1/L2),
 one register tile or AMX block at a time. The inner product is chosen by the
 target's matrix units (`unit_for`):
 
 * ``amx``: 2 x 2 tiles of 16 x 16 f32 per 32 x 32 block of C (`amx.Tiles`);
-* ``avx512bf16``: an `MR` x 32 register tile of C, one `vdpbf16ps` per row,
-  16 columns and pair of K (`dotpair`);
+* ``avx512bf16``: an `MR` x 2-vector register tile of C, one `vdpbf16ps` per
+  row, vector of columns and pair of K (`dotpair`; 16-lane zmm vectors, or the
+  AVX512-VL ymm / xmm forms when the profile asks for narrower vectors);
 * ``emulated`` / ``amx-emulated``: the same register tiles / AMX blocks with
   the dot pairs / tile instructions computed in plain IR, only for testing this
   file's packing, blocking and epilogues on CPUs without bf16 units
@@ -44,7 +46,7 @@ from rlx.backends.common.spec import GemmSpec
 from rlx.backends.llvm import irutil as U
 from rlx.backends.llvm.amx import BLOCK_K, BLOCK_M, BLOCK_N, Tiles, opaque
 from rlx.backends.llvm.bf16pack import AMX_LAYOUT, DOT_LAYOUT, Layout
-from rlx.backends.llvm.dotpair import F32V, LANES, PAIRS, DotPair
+from rlx.backends.llvm.dotpair import LANES, DotPair
 from rlx.backends.llvm.elementwise import Operands
 from rlx.backends.llvm.gemm import GemmPlan, _batch_offset, epilogue_function, plan
 from rlx.backends.llvm.nestir import decompose
@@ -59,26 +61,40 @@ CPUINFO_FLAG = {"amx": "amx_bf16", "avx512bf16": "avx512_bf16"}
 MR = 6
 #: rows of A per cache chunk (a multiple of MR and of the AMX block's 32 rows)
 MC = 192
-#: columns of C per strip (two 16-lane vectors / two AMX tiles)
-NR = 2 * LANES
+#: columns of C per strip: two vectors of the dot-pair width (16 lanes at 512 bits), or two
+#: AMX tiles (16 columns each)
+VECTORS_PER_STRIP = 2
 
 _override = threading.local()
 
 
 @contextlib.contextmanager
-def emulation_for_tests(unit: str = "emulated"):
+def emulation_for_tests(unit: str = "emulated", lanes: int | None = None):
     """Within the block (this thread), bf16 products compile for `unit` whatever the
     device: ``emulated`` (plain-IR dot pairs) or ``amx-emulated`` (plain-IR tiles), for
     testing on CPUs without bf16 units, or a real unit (``avx512bf16``, ``amx``) to test
-    one path on a CPU that has both. Not a user setting."""
+    one path on a CPU that has both. `lanes` sets the dot-pair width (default: 16 for
+    the emulation, the profile's vector width for the instruction). Not a user setting."""
     if unit not in UNITS:
         raise ValueError(f"bf16 unit {unit!r}; one of {', '.join(UNITS)}")
-    old = getattr(_override, "unit", None)
-    _override.unit = unit
+    old = getattr(_override, "unit", None), getattr(_override, "lanes", None)
+    _override.unit, _override.lanes = unit, lanes
     try:
         yield
     finally:
-        _override.unit = old
+        _override.unit, _override.lanes = old
+
+
+def lanes_for(unit: str, vector_lanes: int) -> int:
+    """f32 lanes of the dot pairs: the profile's vector width (`vector_lanes`) for the
+    instruction (512 bits: 16; a 256-bit profile gets the AVX512-VL ymm form), 16 for the
+    emulation and for AMX (a tile row), unless the test hook says otherwise."""
+    forced = getattr(_override, "lanes", None)
+    if unit.startswith("amx"):
+        return LANES
+    if forced is not None:
+        return forced
+    return vector_lanes if unit == "avx512bf16" else LANES
 
 
 def unit_for(device: str) -> str | None:
@@ -111,13 +127,20 @@ class Bf16Plan:
     #: the kernel rounds its tasks' rows of A itself (f32 in, packed bf16 scratch out);
     #: False when batch entries share rows of A (broadcast): the runtime packs A then
     convert_a: bool = True
+    #: f32 lanes of a dot-pair vector (AMX: a tile row, 16)
+    lanes: int = LANES
+
+    @property
+    def strip(self) -> int:
+        """Columns of C per strip."""
+        return VECTORS_PER_STRIP * self.lanes
 
     @property
     def layout(self) -> Layout:
         return layout_for(self.unit)
 
 
-def bf16_plan(spec: GemmSpec, threads: int, unit: str) -> Bf16Plan:
+def bf16_plan(spec: GemmSpec, threads: int, unit: str, lanes: int = LANES) -> Bf16Plan:
     """Tasks and packed sizes: `gemm.plan` on contiguous op(A), op(B) (a linear layer's
     batch folded into one tall product), row blocks rounded up to whole AMX blocks."""
     if unit not in UNITS:
@@ -127,7 +150,8 @@ def bf16_plan(spec: GemmSpec, threads: int, unit: str) -> Bf16Plan:
     block = -(-p.block // lay.m_align) * lay.m_align
     p = dataclasses.replace(p, block=max(1, min(block, lay.mp(p.m))))
     shared_a = any(stride == 0 and size > 1 for dims in p.a_bdims for size, stride in dims)
-    return Bf16Plan(p, unit, lay.kp(p.k), lay.np_(p.n), lay.mp(p.m), not shared_a)
+    lanes = LANES if unit.startswith("amx") else lanes
+    return Bf16Plan(p, unit, lay.kp(p.k), lay.np_(p.n), lay.mp(p.m), not shared_a, lanes)
 
 
 def _packed_bdims(bdims, unpacked: int, packed: int):
@@ -139,9 +163,10 @@ def _packed_bdims(bdims, unpacked: int, packed: int):
 
 
 def bf16_gemm_module(spec: GemmSpec, n_inputs: int, title: str, threads: int, unit: str,
-                     fastmath: bool = False) -> str:
-    """IR of the bf16 GEMM + epilogue kernel for `unit` (see the module docstring)."""
-    bp = bf16_plan(spec, threads, unit)
+                     fastmath: bool = False, lanes: int = LANES) -> str:
+    """IR of the bf16 GEMM + epilogue kernel for `unit` (see the module docstring), dot
+    pairs `lanes` wide."""
+    bp = bf16_plan(spec, threads, unit, lanes)
     p = bp.p
     module = U.new_module(title)
     fn = U.entry_function(module, n_inputs + 4)
@@ -235,7 +260,8 @@ def _compute_function(module: ir.Module, bp: Bf16Plan, tiles: Tiles | None) -> i
         a.add_attribute("noalias")
     b = ir.IRBuilder(fn.append_basic_block("entry"))
     n = bp.p.n
-    full_strips, tail = divmod(n, NR)
+    nr = bp.strip
+    full_strips, tail = divmod(n, nr)
     if tiles is not None:
         tiles.begin(b)
         scratch = b.alloca(ir.ArrayType(U.F32, BLOCK_M * BLOCK_N), name="cblock")
@@ -248,9 +274,9 @@ def _compute_function(module: ir.Module, bp: Bf16Plan, tiles: Tiles | None) -> i
         ie = U.smin(b, b.add(ic, U.i64(MC)), rows)
         if full_strips:
             with U.loop(b, 0, full_strips, "js") as js:
-                body.strip(b, ic, ie, b.mul(js, U.i64(NR)), NR)
+                body.strip(b, ic, ie, b.mul(js, U.i64(nr)), nr)
         if tail:
-            body.strip(b, ic, ie, U.i64(full_strips * NR), tail)
+            body.strip(b, ic, ie, U.i64(full_strips * nr), tail)
     b.ret_void()
     return fn
 
@@ -259,10 +285,11 @@ class _DotTiles:
     """Register tiles of MR x 32 (or 1 x 32) f32 accumulated with dot pairs."""
 
     def __init__(self, module, bp: Bf16Plan, A, B, C):
-        self.dp = DotPair(module, bp.unit)
+        self.dp = DotPair(module, bp.unit, lanes=bp.lanes)
         self.bp, self.A, self.B, self.C = bp, A, B, C
-        self._mstore = U.intrinsic(module, f"llvm.masked.store.v{LANES}f32.p0", U.VOID,
-                                   [F32V, U.PTR, U.I32, ir.VectorType(U.I1, LANES)])
+        L = bp.lanes
+        self._mstore = U.intrinsic(module, f"llvm.masked.store.v{L}f32.p0", U.VOID,
+                                   [self.dp.f32v, U.PTR, U.I32, ir.VectorType(U.I1, L)])
 
     def strip(self, b, ic, ie, j, width: int) -> None:
         """Rows [ic, ie) x columns [j, j + width) of C (width <= 32, static)."""
@@ -275,13 +302,14 @@ class _DotTiles:
     def tile(self, b, i, j, mr: int, width: int) -> None:
         bp = self.bp
         half_k, np_ = bp.kp // 2, bp.np_
-        nvec = -(-width // LANES)
-        zero = ir.Constant(F32V, [0.0] * LANES)
+        L = bp.lanes
+        nvec = -(-width // L)
+        zero = ir.Constant(self.dp.f32v, [0.0] * L)
 
         def step(kk, acc):
             w = [b.load(b.gep(self.B, [b.add(b.mul(kk, U.i64(np_)),
-                                              b.add(j, U.i64(v * LANES)))],
-                              inbounds=True, source_etype=U.I32), typ=PAIRS, align=4)
+                                              b.add(j, U.i64(v * L)))],
+                              inbounds=True, source_etype=U.I32), typ=self.dp.pairs, align=4)
                  for v in range(nvec)]
             out = []
             for r in range(mr):
@@ -296,14 +324,14 @@ class _DotTiles:
         for r in range(mr):
             row = b.mul(b.add(i, U.i64(r)), U.i64(bp.p.n))
             for v in range(nvec):
-                valid = min(LANES, width - v * LANES)
-                ptr = b.gep(self.C, [b.add(row, b.add(j, U.i64(v * LANES)))], inbounds=True,
+                valid = min(L, width - v * L)
+                ptr = b.gep(self.C, [b.add(row, b.add(j, U.i64(v * L)))], inbounds=True,
                             source_etype=U.F32)
-                if valid == LANES:
+                if valid == L:
                     b.store(acc[r * nvec + v], ptr, align=4)
                 else:
-                    mask = ir.Constant(ir.VectorType(U.I1, LANES),
-                                       [1 if q < valid else 0 for q in range(LANES)])
+                    mask = ir.Constant(ir.VectorType(U.I1, L),
+                                       [1 if q < valid else 0 for q in range(L)])
                     b.call(self._mstore, [acc[r * nvec + v], ptr, ir.Constant(U.I32, 4), mask])
 
 
