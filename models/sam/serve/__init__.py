@@ -11,7 +11,8 @@ The pieces, one concept per module:
 * `embeddings` -- the bounded LRU of encoded images (count and memory limits);
 * `upload` -- reading an uploaded image under a size and a pixel limit;
 * `prompts` -- validating a mask request's JSON, naming the field at fault;
-* `png` -- a fast 1-bit PNG writer for masks;
+* `png` -- a fast 1-bit PNG writer for masks, on `deflate`, a compiled DEFLATE
+  encoder for mask rows (runs and one Huffman block);
 * `errors` -- `ApiError`, the one exception a route turns into a 4xx JSON answer.
 
 The page itself is ``static/`` (plain HTML, JavaScript and canvas; no build

@@ -172,6 +172,8 @@ def test_masks_equal_sam_predictor(client, uploaded, predictors, k):
     assert r.status_code == 200, r.text
     assert r.headers["server-timing"].startswith("total;dur=")
     body = r.json()
+    assert set(body) == {"masks", "best", "decode_ms", "png_ms"}
+    assert all(set(m) == {"png", "score", "area"} for m in body["masks"])
     masks, scores, _ = _predict(predictors[0], prompt)
     assert len(body["masks"]) == len(masks) == (3 if prompt["multimask"] else 1)
     for got, want, score in zip(body["masks"], masks, scores):
@@ -390,7 +392,7 @@ def test_a_crashing_request_is_500_and_the_server_lives_on(client, service, uplo
     def boom(*a, **k):
         raise RuntimeError("simulated bug")
 
-    monkeypatch.setattr(service, "masks", boom)
+    monkeypatch.setattr(service, "masks_json", boom)
     check_error(client.post(f"/api/images/{uploaded[0]}/masks", json={"points": [[5, 5]]}),
                 500, None, "simulated bug")
     monkeypatch.undo()

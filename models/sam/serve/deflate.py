@@ -1,0 +1,337 @@
+"""A compiled DEFLATE encoder for PNG mask rows: runs and one dynamic-Huffman block.
+
+Why not zlib: a click answers three masks at the image size (three times
+375 KB of packed, filtered rows for 1500x2000), and zlib -- even with its
+run-length strategy at level 1 -- spends ~10 ns per input byte on them
+(3.8 ms per mask when the mask is speckled, as on synthetic weights): a
+third of the prediction, for every click. This encoder does the one thing
+such rows need and nothing else, in a compiled loop (numba, GIL released):
+
+1. **tokens**: the input as literals and *runs* -- a byte repeated 3 or
+   more times after itself becomes one match of distance 1 (up to 258
+   bytes per match), which is all zlib's ``Z_RLE`` strategy finds either.
+   A mask's filtered rows are mostly long runs of 0x00 (rows equal to the
+   row above under PNG's Up filter) with literals at the edges;
+2. **one dynamic block** (RFC 1951, BTYPE 2) for the whole input: a
+   Huffman code for literals/lengths built from the token counts
+   (length-limited to 15 bits by halving the counts until it fits), the
+   distance code fixed at two 1-bit codes (only distance 1 is used), the
+   code lengths themselves sent with the code-length alphabet (runs of
+   zeros as 17/18, repeats as 16);
+3. the zlib wrapper (header ``78 01``, Adler-32 of the input).
+
+Any inflater decodes the result (zlib, browsers, Pillow); the tests round-
+trip it through zlib and Pillow on random, smooth and degenerate masks. It
+is 3-5x faster than zlib's RLE on speckled masks and compresses about as
+well (one block instead of zlib's many is slightly worse on mixed data,
+not measurably on masks).
+"""
+
+from __future__ import annotations
+
+import threading
+import zlib
+
+import numpy as np
+
+__all__ = ["deflate_rows", "kernels", "zlib_stream"]
+
+# RFC 1951, 3.2.5: match lengths 3..258 -> symbol 257..285 and extra bits
+_LEN_BASE = [3, 4, 5, 6, 7, 8, 9, 10, 11, 13, 15, 17, 19, 23, 27, 31, 35, 43, 51, 59, 67, 83,
+             99, 115, 131, 163, 195, 227, 258]
+_LEN_EXTRA = [0] * 8 + [1] * 4 + [2] * 4 + [3] * 4 + [4] * 4 + [5] * 4 + [0]
+
+
+def _length_tables():
+    """Per match length 3..258: its symbol, extra-bit count and extra-bit value."""
+    sym = np.zeros(259, np.int64)
+    bits = np.zeros(259, np.int64)
+    val = np.zeros(259, np.int64)
+    for n in range(3, 259):
+        # 258 has its own symbol (285), although 284's range would reach it
+        k = len(_LEN_BASE) - 1 if n == 258 else max(
+            k for k in range(len(_LEN_BASE) - 1) if _LEN_BASE[k] <= n)
+        sym[n], bits[n], val[n] = 257 + k, _LEN_EXTRA[k], n - _LEN_BASE[k]
+    return sym, bits, val
+
+
+_LSYM, _LBITS, _LVAL = _length_tables()
+#: the order in which the code-length code's lengths are sent (RFC 1951, 3.2.7)
+_CL_ORDER = np.array([16, 17, 18, 0, 8, 7, 9, 6, 10, 5, 11, 4, 12, 3, 13, 2, 14, 1, 15], np.int64)
+
+_lock = threading.Lock()
+_kernel = None
+
+
+def _compile():
+    from numba import njit
+
+    opts = dict(cache=True, nogil=True, error_model="numpy")
+
+    @njit(**opts)
+    def put(out, pos, acc, nbits, value, n):
+        # LSB-first bit writer; flushes whole 32-bit words (acc never exceeds 48 bits)
+        acc |= np.uint64(value) << np.uint64(nbits)
+        nbits += n
+        if nbits >= 32:
+            out[pos] = np.uint8(acc & np.uint64(0xFF))
+            out[pos + 1] = np.uint8((acc >> np.uint64(8)) & np.uint64(0xFF))
+            out[pos + 2] = np.uint8((acc >> np.uint64(16)) & np.uint64(0xFF))
+            out[pos + 3] = np.uint8((acc >> np.uint64(24)) & np.uint64(0xFF))
+            pos += 4
+            acc >>= np.uint64(32)
+            nbits -= 32
+        return pos, acc, nbits
+
+    @njit(**opts)
+    def code_lengths(freq_in, limit):
+        """Huffman code lengths <= limit for the counts; at least two symbols get a code."""
+        n = freq_in.size
+        freq = freq_in.copy()
+        used = 0
+        for i in range(n):
+            if freq[i] > 0:
+                used += 1
+        k = 0
+        while used < 2:  # a one-symbol code is not a complete prefix code: add a dummy
+            if freq[k] == 0:
+                freq[k] = 1
+                used += 1
+            k += 1
+        lengths = np.zeros(n, np.int64)
+        while True:
+            syms = np.empty(used, np.int64)
+            j = 0
+            for i in range(n):
+                if freq[i] > 0:
+                    syms[j] = i
+                    j += 1
+            order = np.argsort(freq[syms], kind="mergesort")
+            syms = syms[order]
+            m = used
+            weight = np.empty(2 * m - 1, np.int64)
+            parent = np.zeros(2 * m - 1, np.int64)
+            for i in range(m):
+                weight[i] = freq[syms[i]]
+            leaf = 0
+            inner = m  # next internal node to take (they are made in weight order)
+            node = m   # next internal node to make
+            for _ in range(m - 1):
+                pick = np.empty(2, np.int64)
+                for t in range(2):
+                    if leaf < m and (inner >= node or weight[leaf] <= weight[inner]):
+                        pick[t] = leaf
+                        leaf += 1
+                    else:
+                        pick[t] = inner
+                        inner += 1
+                weight[node] = weight[pick[0]] + weight[pick[1]]
+                parent[pick[0]] = node
+                parent[pick[1]] = node
+                node += 1
+            depth = np.zeros(2 * m - 1, np.int64)
+            longest = 0
+            for i in range(2 * m - 3, -1, -1):  # parents come after their children
+                depth[i] = depth[parent[i]] + 1
+                if i < m and depth[i] > longest:
+                    longest = depth[i]
+            if longest <= limit:
+                for i in range(m):
+                    lengths[syms[i]] = depth[i]
+                return lengths
+            for i in range(n):  # flatten the distribution and try again
+                if freq[i] > 0:
+                    freq[i] = max(1, freq[i] >> 1)
+
+    @njit(**opts)
+    def canonical(lengths):
+        """Canonical codes (RFC 1951, 3.2.2), bit-reversed for the LSB-first writer."""
+        count = np.zeros(16, np.int64)
+        for v in lengths:
+            count[v] += 1
+        count[0] = 0
+        nxt = np.zeros(16, np.int64)
+        code = 0
+        for b in range(1, 16):
+            code = (code + count[b - 1]) << 1
+            nxt[b] = code
+        codes = np.zeros(lengths.size, np.int64)
+        for s in range(lengths.size):
+            ln = lengths[s]
+            if ln:
+                c = nxt[ln]
+                nxt[ln] += 1
+                r = 0
+                for _ in range(ln):
+                    r = (r << 1) | (c & 1)
+                    c >>= 1
+                codes[s] = r
+        return codes
+
+    @njit(**opts)
+    def deflate(data, lsym, lbits, lval, cl_order):
+        n = data.size
+        # 1. tokens: 0..255 a literal, 256 + L a run of L copies of the previous byte
+        tokens = np.empty(n, np.int16)
+        freq = np.zeros(286, np.int64)
+        nt = 0
+        i = 0
+        while i < n:
+            b = data[i]
+            if i > 0 and b == data[i - 1]:
+                j = i + 1
+                stop = min(n, i + 258)
+                while j < stop and data[j] == b:
+                    j += 1
+                run = j - i
+                if run >= 3:
+                    tokens[nt] = 256 + run
+                    freq[lsym[run]] += 1
+                    nt += 1
+                    i = j
+                    continue
+            tokens[nt] = b
+            freq[b] += 1
+            nt += 1
+            i += 1
+        freq[256] = 1  # end of block
+
+        # 2. the codes
+        llen = code_lengths(freq, 15)
+        lcode = canonical(llen)
+        hlit = 286
+        while hlit > 257 and llen[hlit - 1] == 0:
+            hlit -= 1
+        # code lengths of literal/length codes, then the two 1-bit distance codes
+        seq = np.empty(hlit + 2, np.int64)
+        seq[:hlit] = llen[:hlit]
+        seq[hlit] = 1
+        seq[hlit + 1] = 1
+        cl_sym = np.empty(seq.size, np.int64)
+        cl_extra = np.empty(seq.size, np.int64)
+        ncl = 0
+        cl_freq = np.zeros(19, np.int64)
+        i = 0
+        while i < seq.size:
+            v = seq[i]
+            j = i + 1
+            while j < seq.size and seq[j] == v:
+                j += 1
+            run = j - i
+            if v == 0:
+                while run >= 3:
+                    r = min(run, 138)
+                    if r >= 11:
+                        cl_sym[ncl], cl_extra[ncl] = 18, r - 11
+                    else:
+                        cl_sym[ncl], cl_extra[ncl] = 17, r - 3
+                    cl_freq[cl_sym[ncl]] += 1
+                    ncl += 1
+                    run -= r
+            else:
+                cl_sym[ncl], cl_extra[ncl] = v, 0
+                cl_freq[v] += 1
+                ncl += 1
+                run -= 1
+                while run >= 3:
+                    r = min(run, 6)
+                    cl_sym[ncl], cl_extra[ncl] = 16, r - 3
+                    cl_freq[16] += 1
+                    ncl += 1
+                    run -= r
+            for _ in range(run):  # what is left: too short for a repeat code
+                cl_sym[ncl], cl_extra[ncl] = v, 0
+                cl_freq[v] += 1
+                ncl += 1
+            i = j
+        cl_len = code_lengths(cl_freq, 7)
+        cl_code = canonical(cl_len)
+        hclen = 19
+        while hclen > 4 and cl_len[cl_order[hclen - 1]] == 0:
+            hclen -= 1
+
+        # 3. the block: header, code lengths, tokens, end of block
+        out = np.empty(2 * n + 1024, np.uint8)  # > 15 bits per byte + the header
+        pos = 0
+        acc = np.uint64(0)
+        nbits = 0
+        pos, acc, nbits = put(out, pos, acc, nbits, 1, 1)  # BFINAL
+        pos, acc, nbits = put(out, pos, acc, nbits, 2, 2)  # BTYPE 2: dynamic Huffman
+        pos, acc, nbits = put(out, pos, acc, nbits, hlit - 257, 5)
+        pos, acc, nbits = put(out, pos, acc, nbits, 2 - 1, 5)  # HDIST: 2 distance codes
+        pos, acc, nbits = put(out, pos, acc, nbits, hclen - 4, 4)
+        for k in range(hclen):
+            pos, acc, nbits = put(out, pos, acc, nbits, cl_len[cl_order[k]], 3)
+        for k in range(ncl):
+            s = cl_sym[k]
+            pos, acc, nbits = put(out, pos, acc, nbits, cl_code[s], cl_len[s])
+            if s == 16:
+                pos, acc, nbits = put(out, pos, acc, nbits, cl_extra[k], 2)
+            elif s == 17:
+                pos, acc, nbits = put(out, pos, acc, nbits, cl_extra[k], 3)
+            elif s == 18:
+                pos, acc, nbits = put(out, pos, acc, nbits, cl_extra[k], 7)
+        # every token's bits from one table: a literal's code, or a length code with its
+        # extra bits and the distance code (one 0 bit) -- at most 15 + 5 + 1 bits
+        tab_code = np.empty(256 + 259, np.uint64)
+        tab_len = np.empty(256 + 259, np.int64)
+        for t in range(256):
+            tab_code[t] = lcode[t]
+            tab_len[t] = llen[t]
+        for run in range(3, 259):
+            s = lsym[run]
+            tab_code[256 + run] = lcode[s] | (lval[run] << llen[s])
+            tab_len[256 + run] = llen[s] + lbits[run] + 1
+        while nbits >= 8:  # down to < 8 pending bits: then a token leaves < 32
+            out[pos] = np.uint8(acc & np.uint64(0xFF))
+            pos += 1
+            acc >>= np.uint64(8)
+            nbits -= 8
+        # branch-free writer: store the low 4 bytes every time, advance by the whole bytes
+        for k in range(nt):
+            t = tokens[k]
+            acc |= tab_code[t] << np.uint64(nbits)
+            nbits += tab_len[t]
+            out[pos] = np.uint8(acc & np.uint64(0xFF))
+            out[pos + 1] = np.uint8((acc >> np.uint64(8)) & np.uint64(0xFF))
+            out[pos + 2] = np.uint8((acc >> np.uint64(16)) & np.uint64(0xFF))
+            out[pos + 3] = np.uint8((acc >> np.uint64(24)) & np.uint64(0xFF))
+            whole = nbits >> 3
+            pos += whole
+            acc >>= np.uint64(whole << 3)
+            nbits &= 7
+        pos, acc, nbits = put(out, pos, acc, nbits, lcode[256], llen[256])
+        while nbits > 0:
+            out[pos] = np.uint8(acc & np.uint64(0xFF))
+            pos += 1
+            acc >>= np.uint64(8)
+            nbits -= 8
+        return out[:pos]
+
+    return deflate, code_lengths
+
+
+def kernels():
+    """(deflate, code_lengths): the compiled functions, loaded once per process."""
+    global _kernel
+    with _lock:
+        if _kernel is None:
+            _kernel = _compile()
+        return _kernel
+
+
+def deflate_rows(data: np.ndarray) -> np.ndarray:
+    """Raw DEFLATE (RFC 1951) of a contiguous uint8 buffer (any shape), as a uint8 array."""
+    flat = np.ascontiguousarray(data, dtype=np.uint8).reshape(-1)
+    if flat.size == 0:
+        raise ValueError("deflate_rows needs at least one byte")
+    return kernels()[0](flat, _LSYM, _LBITS, _LVAL, _CL_ORDER)
+
+
+def zlib_stream(data: np.ndarray) -> bytes:
+    """A zlib stream (RFC 1950) of ``data``: what a PNG's IDAT chunks hold."""
+    flat = np.ascontiguousarray(data, dtype=np.uint8).reshape(-1)
+    body = deflate_rows(flat)
+    if body.size > flat.size + 5 * (flat.size // 65535 + 1):  # never on masks; keep the bound
+        return zlib.compress(flat.tobytes(), 0)
+    return b"\x78\x01" + body.tobytes() + (zlib.adler32(flat) & 0xFFFFFFFF).to_bytes(4, "big")
