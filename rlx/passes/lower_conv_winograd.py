@@ -97,14 +97,8 @@ def winograd_conv(b, x, w, bias, padding, m: int):
     ph, pw = padding
     oh, ow = h + 2 * ph - 2, wd + 2 * pw - 2
     th, tw = -(-oh // m), -(-ow // m)
-    # Tiles are numbered row-major over a grid one tile wider than needed (tq per image):
-    # then tile q starts at m*q of the row-transformed input read as one flat row, so the
-    # column transform is a single strided sweep per channel instead of one short loop per
-    # tile row. The extra column of tiles (and the row of tile rows below, which only the
-    # last extra tile reads) is computed and dropped: (tw + 1) / tw more GEMM columns.
-    twx = tw + 1
-    hp, wp = m * (th + 1) + 2, m * twx
-    tq = th * twx
+    hp, wp = m * th + 2, m * tw + 2
+    nt = n * th * tw
 
     # weights: U[a, b] = sum_kl G[a,k] G[b,l] w[:, :, k, l] -> [alpha², O, C], folded at bind
     taps = [b.reshape(b.slice(w, starts=[0, 0, k, l], ends=[o, c, k + 1, l + 1]), shape=(o, c))
@@ -115,21 +109,19 @@ def winograd_conv(b, x, w, bias, padding, m: int):
 
     # input tiles, rows: R[n, c, a, th, w] = sum_i BT[a, i] * xp[n, c, m*th + i, w]
     pads = [0, 0, 0, 0, ph, hp - h - ph, pw, wp - wd - pw]
-    xp = b.pad(x, pads=pads)
-    rows = [b.reshape(b.slice(xp, starts=[0, 0, i, 0], ends=[n, c, i + m * th + 1, wp],
-                              steps=[1, 1, m, 1]), shape=(n, c, 1, th + 1, wp))
+    xp = b.pad(x, pads=pads) if any(pads) else x
+    rows = [b.reshape(b.slice(xp, starts=[0, 0, i, 0], ends=[n, c, i + m * (th - 1) + 1, wp],
+                              steps=[1, 1, m, 1]), shape=(n, c, 1, th, wp))
             for i in range(alpha)]
-    r = _transform(b, bt, rows, axis=2)                                  # [N, C, alpha, TH+1, Wp]
-    r = b.reshape(r, shape=(n, c, alpha, (th + 1) * wp))
-    # ... columns: V[c, a, b, n, q] = sum_j BT[b, j] * R[n, c, a, m*q + j]
+    r = _transform(b, bt, rows, axis=2)                                  # [N, C, alpha, TH, Wp]
+    # ... columns: V[c, a, b, n, th, tw] = sum_j BT[b, j] * R[n, c, a, th, m*tw + j]
     cols = []
     for j in range(alpha):
-        t = b.slice(r, starts=[0, 0, 0, j], ends=[n, c, alpha, j + m * (tq - 1) + 1],
-                    steps=[1, 1, 1, m])
-        t = b.transpose(t, perm=(1, 2, 0, 3))                            # [C, alpha, N, TQ]
-        cols.append(b.reshape(t, shape=(c, alpha, 1, n, tq)))
-    v = _transform(b, bt, cols, axis=2)                                  # [C, a, b, N, TQ]
-    nt = n * tq
+        t = b.slice(r, starts=[0, 0, 0, 0, j], ends=[n, c, alpha, th, j + m * (tw - 1) + 1],
+                    steps=[1, 1, 1, 1, m])
+        t = b.transpose(t, perm=(1, 2, 0, 3, 4))                         # [C, alpha, N, TH, TW]
+        cols.append(b.reshape(t, shape=(c, alpha, 1, n, th, tw)))
+    v = _transform(b, bt, cols, axis=2)                                  # [C, a, b, N, TH, TW]
     v = b.transpose(b.reshape(v, shape=(c, alpha * alpha, nt)), perm=(1, 0, 2))
 
     mm = b.matmul(u, v)                                                  # [alpha², O, N*TH*TW]
@@ -143,7 +135,7 @@ def winograd_conv(b, x, w, bias, padding, m: int):
     # ... then rows, into the output's layout: Y[n, o, th, r, tw, s] = sum_a AT[r, a] *
     # Z[o, s, a, n, th, tw] + bias[o]. The coefficient varies along r, an outer dim of the
     # kernel's rows (constant per row); the interleaved s is the unrolled innermost dim.
-    z = b.reshape(z, shape=(o, m, alpha, n, th, twx))
+    z = b.reshape(z, shape=(o, m, alpha, n, th, tw))
     terms = []
     for a in range(alpha):
         t = b.slice(z, starts=[0, 0, a, 0, 0, 0], ends=[o, m, a + 1, n, th, tw])
