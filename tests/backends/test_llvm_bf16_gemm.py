@@ -337,6 +337,16 @@ def test_bf16_profile_end_to_end_matches_the_reference(monkeypatch):
     # patch embedding, q, k, v, proj, fc1, fc2
     assert kinds.count(("llvm.gemm.emulated", "emulated")) == 7, kinds
     assert ("reference.attention", None) in kinds
+    # the linear layers' B is a weight: packed once and kept (the lowered convolution is
+    # W @ im2col(x): its B is an activation, packed per call)
+    bf16 = [k for k in compiled.plan.kernels if k is not None and k.info.extra.get("bf16_unit")]
+    assert [k.b_is_weight for k in bf16] == [False] + [True] * 6
+    bf16 = bf16[1:]
+    assert all(k.packed_bytes for k in bf16)
+    with emulation_for_tests("emulated"):
+        packed = [k._packed_b[2] for k in bf16]
+        compiled(img)
+        assert all(k._packed_b[2] is p for k, p in zip(bf16, packed))
     expected = ref(img)
     _close(got, expected)
     # and the bf16 semantics are really in play: f32 differs by far more than the bound
@@ -365,3 +375,4 @@ def test_a_cached_plan_restores_the_bf16_kernel_and_its_packing(tmp_path):
     (k,) = [k for k in plain.plan.kernels if k is not None]
     assert k.info.extra.get("bf16_unit") != "emulated"
     _close(plain(x), run_graph(graph, [x], weights))
+

@@ -240,7 +240,7 @@ class LLVMBackend:
         from rlx.backends.llvm.bf16_kernel import Bf16GemmKernel
         from rlx.backends.llvm.gemm_bf16 import CPUINFO_FLAG, FEATURE
         from rlx.backends.llvm.target import host_features
-        from rlx.ir.graph import WEIGHT
+        from rlx.ir.graph import WEIGHT  # derived weights (a folded reshape) included
 
         unit = self._bf16_unit(ctx)
         if unusable is None and unit in FEATURE and FEATURE[unit] not in host_features():

@@ -41,29 +41,31 @@ class Bf16GemmKernel(CompiledKernel):
         self._ready = unit != "amx"
 
     def packed_weight(self, b_buf: np.ndarray) -> np.ndarray:
-        """B packed (cached for the bound weight array `b_buf`)."""
+        """B packed (cached for the bound weight's memory: `b_buf` may be a fresh view of
+        it on every call, e.g. the reshape of a convolution's weight)."""
         s = self.spec
         hit = self._packed_b
-        if hit is not None and hit[0]() is b_buf:
-            return hit[1]
+        key = _memory(b_buf)
+        if hit is not None and hit[0]() is key[0] and hit[1] == key[1:]:
+            return hit[2]
         packed = pack_b(gemm_operand(b_buf, s.b_view, s.b_shape, s.transpose_b),
                         self.plan.layout)
         if self.b_is_weight:
             with self._lock:
-                self._packed_b = (weakref.ref(b_buf), packed)
+                self._packed_b = (weakref.ref(key[0]), key[1:], packed)
         return packed
 
     def bind_weights(self, inputs) -> None:
         """At bind time (`rlx.runtime.plan.ExecutablePlan.bind`): pack B if it is a weight,
         so the first call does not pay for it."""
         b_buf = inputs[self.spec.b]
-        if self.b_is_weight and b_buf is not None:
+        if self.b_is_weight and b_buf is not None:  # None: a view made per call (reshape)
             self.packed_weight(b_buf)
 
     @property
     def packed_bytes(self) -> int:
         """Bytes of the cached packed weight (0 before the first call)."""
-        return self._packed_b[1].nbytes if self._packed_b is not None else 0
+        return self._packed_b[2].nbytes if self._packed_b is not None else 0
 
     def prepare(self, inputs, outputs):
         if not self._ready:
@@ -79,6 +81,15 @@ class Bf16GemmKernel(CompiledKernel):
         else:
             packed = pack_a(a, bp.p.m, bp.layout)
         return list(inputs) + list(outputs) + [a, packed, self.packed_weight(inputs[s.b])]
+
+
+def _memory(a: np.ndarray) -> tuple:
+    """(the array owning `a`'s memory, data address, shape, strides): equal for every view
+    of the same bytes read the same way."""
+    root = a
+    while isinstance(root.base, np.ndarray):
+        root = root.base
+    return root, a.__array_interface__["data"][0], a.shape, a.strides
 
 
 _local = threading.local()
