@@ -10,11 +10,11 @@ same synthetic 1500 x 2000 (HxW) image and the default parameters (32 x 32
 grid, batches of 64, no crops unless ``--crop-layers``). Reported per system:
 
 * ``generate_s``: the whole ``generate(image)`` call (encoder included);
-* ``after_encoder_s``: the same minus the time spent encoding (the
-  official ``SamPredictor.set_image`` calls, timed by wrapping the method;
-  rlx's ``timings["encoder"]``);
+* ``after_encoder_s``: the same minus the time spent encoding (both
+  generators' ``predictor.set_image`` calls, timed by wrapping the method);
 * ``cpu_s``: CPU seconds (all threads) of the ``generate`` call: on a shared
   machine less disturbed by other processes than wall time;
+  ``after_encoder_cpu_s`` the same without the ``set_image`` calls;
 * ``peak_rss_mb``: the process's peak resident memory (model, compile,
   generate), each measurement being a fresh process;
 * the number of masks.
@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import resource
 import statistics
@@ -56,6 +57,21 @@ def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
+def _time_encoder(predictor) -> dict:
+    """Wall and CPU seconds spent in ``predictor.set_image`` (wrapped; totals in the dict)."""
+    enc = {"s": 0.0, "cpu_s": 0.0}
+    orig = predictor.set_image
+
+    def timed_set_image(*a, **k):
+        t, c = time.perf_counter(), _cpu_s()
+        orig(*a, **k)
+        enc["s"] += time.perf_counter() - t
+        enc["cpu_s"] += _cpu_s() - c
+
+    predictor.set_image = timed_set_image
+    return enc
+
+
 def child(system: str, model: str, checkpoint: str, crop_layers: int, threads: int) -> dict:
     image = _image()
     if system == "official":
@@ -73,20 +89,11 @@ def child(system: str, model: str, checkpoint: str, crop_layers: int, threads: i
         torch_box_ops.install()
         sam = sam_model_registry[model](checkpoint=checkpoint).eval()
         gen = SamAutomaticMaskGenerator(sam, crop_n_layers=crop_layers)
-        enc = {"s": 0.0}
-        orig = gen.predictor.set_image
-
-        def timed_set_image(*a, **k):
-            t = time.perf_counter()
-            orig(*a, **k)
-            enc["s"] += time.perf_counter() - t
-
-        gen.predictor.set_image = timed_set_image
+        enc = _time_encoder(gen.predictor)
         t0, c0 = time.perf_counter(), _cpu_s()
         with torch.no_grad():
             records = gen.generate(image)
         total, cpu = time.perf_counter() - t0, _cpu_s() - c0
-        encoder = enc["s"]
         steps = {}
     else:
         import warnings
@@ -97,18 +104,22 @@ def child(system: str, model: str, checkpoint: str, crop_layers: int, threads: i
             warnings.simplefilter("ignore")
             sam = build_sam(model, checkpoint=checkpoint, profile="default")
         gen = SamAutomaticMaskGenerator(sam, crop_n_layers=crop_layers, progress=False)
+        from models.sam.automatic import MAX_BATCH
+
         # warm-up: compile the full-batch graphs of both decoder halves and the kernels
-        # (a 4x4 grid is one full batch; with the IoU filter off every prompt is decoded)
-        SamAutomaticMaskGenerator(sam, points_per_side=4, pred_iou_thresh=0.0,
+        # (a grid of at least MAX_BATCH points holds a full batch; with the IoU filter off
+        # every prompt is decoded)
+        side = math.ceil(math.sqrt(MAX_BATCH))
+        SamAutomaticMaskGenerator(sam, points_per_side=side, pred_iou_thresh=0.0,
                                   progress=False).generate(image[:300, :400])
+        enc = _time_encoder(gen.predictor)
         t0, c0 = time.perf_counter(), _cpu_s()
         records = gen.generate(image)
         total, cpu = time.perf_counter() - t0, _cpu_s() - c0
-        encoder = gen.timings.get("encoder", 0.0)
         steps = dict(gen.timings)
     return {"system": system, "crop_layers": crop_layers, "generate_s": total,
-            "encoder_s": encoder, "after_encoder_s": total - encoder, "masks": len(records),
-            "cpu_s": cpu,
+            "encoder_s": enc["s"], "after_encoder_s": total - enc["s"], "masks": len(records),
+            "cpu_s": cpu, "after_encoder_cpu_s": cpu - enc["cpu_s"],
             "steps": steps, "peak_rss_mb": _peak_rss_mb()}
 
 
@@ -129,7 +140,8 @@ def _run_child(system, model, checkpoint, crop_layers, threads, log) -> dict:
         raise RuntimeError(f"{system} child failed:\n{out.stderr[-3000:]}")
     res = json.loads(out.stdout.strip().splitlines()[-1])
     log(f"  {system:8s} crops={crop_layers}: generate {res['generate_s']:.2f} s, after encoder "
-        f"{res['after_encoder_s']:.2f} s, CPU {res['cpu_s']:.1f} s, {res['masks']} masks, peak RSS "
+        f"{res['after_encoder_s']:.2f} s, CPU {res['cpu_s']:.1f} s (after encoder "
+        f"{res['after_encoder_cpu_s']:.1f} s), {res['masks']} masks, peak RSS "
         f"{res['peak_rss_mb']:.0f} MB {_rounded(res['steps'])}")
     return res
 
@@ -169,15 +181,18 @@ def main(argv=None) -> int:
             for s in systems:  # interleaved
                 runs[s].append(_run_child(s, args.model, ckpt, crops, args.threads, log))
         summary = {s: {k: statistics.median(r[k] for r in rs)
-                       for k in ("generate_s", "after_encoder_s", "encoder_s", "peak_rss_mb",
-                                 "masks")} for s, rs in runs.items()}
+                       for k in ("generate_s", "after_encoder_s", "encoder_s", "cpu_s",
+                                 "after_encoder_cpu_s", "peak_rss_mb", "masks")} for s, rs in runs.items()}
         if "rlx" in summary and "official" in summary:
             ratio = summary["rlx"]["generate_s"] / summary["official"]["generate_s"]
             ratio_after = (summary["rlx"]["after_encoder_s"]
                            / summary["official"]["after_encoder_s"])
-            log(f"  rlx / official: generate {ratio:.3f}x, after encoder {ratio_after:.3f}x")
+            ratio_cpu = summary["rlx"]["cpu_s"] / summary["official"]["cpu_s"]
+            log(f"  rlx / official: generate {ratio:.3f}x, after encoder {ratio_after:.3f}x "
+                f"(CPU seconds: generate {ratio_cpu:.3f}x)")
             summary["ratio_generate"] = ratio
             summary["ratio_after_encoder"] = ratio_after
+            summary["ratio_generate_cpu"] = ratio_cpu
         results.append({"crop_layers": crops, "runs": runs, "summary": summary})
     if args.json:
         with open(args.json, "w") as f:

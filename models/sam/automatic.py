@@ -89,6 +89,8 @@ OUTPUT_MODES = ("binary_mask", "uncompressed_rle", "coco_rle")
 MAX_BATCH = 32
 #: the same for the plain (unfactored) graphs, whose prompts carry a dense image each
 PLAIN_MAX_BATCH = 16
+#: prompts per call of the upscaling half (image-sized features per prompt: ~8 MB each)
+MASKS_MAX_BATCH = 8
 #: masks upscaled to the image at a time when encoding RLEs (bounds memory)
 _UPSCALE_CHUNK = 16
 
@@ -185,14 +187,21 @@ class _Decoder:
         return outs[1], outs[2], outs[:1]
 
     def masks_for(self, features: np.ndarray, hyper: np.ndarray, state, rows) -> np.ndarray:
-        """Low-res logits ``[len(rows), M-1, 4g, 4g]`` of the prompts ``rows`` of a `run`."""
-        if self.factored:
-            inputs = {name: a[rows] for name, a in zip(FACTOR_INPUTS, state)}
-            inputs[IMAGE_INPUT] = features
-        else:
-            inputs = {KEYS_INPUT: state[0][rows]}
-        (low,) = self.masks.run(len(rows), **{HYPER_INPUT: hyper[rows]}, **inputs)
-        return low
+        """Low-res logits ``[len(rows), M-1, 4g, 4g]`` of the prompts ``rows`` of a `run`.
+
+        In chunks of the masks graph's own (smaller) batch: its activations
+        are image-sized per prompt (the upscaled features).
+        """
+        out = []
+        for start in range(0, len(rows), self.masks.max_batch):
+            part = rows[start:start + self.masks.max_batch]
+            if self.factored:
+                inputs = {name: a[part] for name, a in zip(FACTOR_INPUTS, state)}
+                inputs[IMAGE_INPUT] = features
+            else:
+                inputs = {KEYS_INPUT: state[0][part]}
+            out.append(self.masks.run(len(part), **{HYPER_INPUT: hyper[part]}, **inputs)[0])
+        return out[0] if len(out) == 1 else np.concatenate(out)
 
 
 _BUCKETS: "WeakKeyDictionary[object, _Decoder]" = WeakKeyDictionary()
@@ -212,16 +221,17 @@ def points_to_masks_for(sam) -> _Decoder:
                 tokens = BatchBuckets(lambda n: build_factored_tokens(config, n), MAX_BATCH,
                                       sam.profile, sam.weights, batched=[SPARSE_INPUT],
                                       slow=[IMAGE_INPUT])
-                masks = BatchBuckets(lambda n: build_factored_masks(config, n), MAX_BATCH,
-                                     sam.profile, sam.weights,
+                masks = BatchBuckets(lambda n: build_factored_masks(config, n),
+                                     MASKS_MAX_BATCH, sam.profile, sam.weights,
                                      batched=[HYPER_INPUT, *FACTOR_INPUTS], slow=[IMAGE_INPUT])
                 dec = _Decoder(tokens, masks, True)
             else:
                 tokens = BatchBuckets(lambda n: build_points_to_tokens(config, n),
                                       PLAIN_MAX_BATCH, sam.profile, sam.weights,
                                       batched=[SPARSE_INPUT], slow=[IMAGE_INPUT])
-                masks = BatchBuckets(lambda n: build_tokens_to_masks(config, n), PLAIN_MAX_BATCH,
-                                     sam.profile, sam.weights, batched=[KEYS_INPUT, HYPER_INPUT])
+                masks = BatchBuckets(lambda n: build_tokens_to_masks(config, n),
+                                     MASKS_MAX_BATCH, sam.profile, sam.weights,
+                                     batched=[KEYS_INPUT, HYPER_INPUT])
                 dec = _Decoder(tokens, masks, False)
             _BUCKETS[sam] = dec
         return dec
