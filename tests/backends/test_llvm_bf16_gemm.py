@@ -171,6 +171,7 @@ def test_weights_are_packed_once_at_bind_time_at_half_the_bytes():
     assert packed is k.packed_weight(compiled.plan.weights["w"])  # cached, not re-packed
     # [K=130 -> 130, N=100 -> 128] bf16 against 130 x 100 f32: about half (N padding aside)
     assert packed.nbytes == 130 * 128 * 2 and k.packed_bytes == packed.nbytes
+    np.testing.assert_array_equal(packed.reshape(1, 65, 128, 2), pack_b(weights["w"], DOT_LAYOUT))
     assert packed.nbytes < 0.65 * weights["w"].nbytes
 
 
@@ -376,3 +377,21 @@ def test_a_cached_plan_restores_the_bf16_kernel_and_its_packing(tmp_path):
     assert k.info.extra.get("bf16_unit") != "emulated"
     _close(plain(x), run_graph(graph, [x], weights))
 
+
+
+@pytest.mark.parametrize("unit", ["emulated", "amx-emulated"])
+@pytest.mark.parametrize("k_dim", [29, 64, 75])
+def test_generated_packing_of_an_activation_equals_numpy_packing(unit, k_dim):
+    """A B the graph computes is packed per call by a generated parallel kernel: the same
+    words as `bf16pack.pack_b` (odd K, K padded to 32 for AMX, N padded, NaN kept)."""
+    def build(b):
+        b.output(_bf16(b, b.input("a", (3, 20, k_dim)), b.input("w", (3, k_dim, 50))))
+    *_, compiled = _run(build, unit)
+    (k,) = [k for k in compiled.plan.kernels if k is not None]
+    assert not k.b_is_weight and k.packer is not None
+    w = data((3, k_dim, 50), seed=5)
+    w[1, 3, 7] = np.nan
+    got = k.packed_weight(w).reshape(3, k.plan.kp // 2, k.plan.np_, 2)
+    want = pack_b(w, k.plan.layout)
+    np.testing.assert_array_equal(got, want)
+    assert np.isnan(unpack_b(got, k_dim, 50)[1, 3, 7])

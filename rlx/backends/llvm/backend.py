@@ -247,12 +247,31 @@ class LLVMBackend:
             unusable = (f"bf16 kernel {node.outputs[0].ref} uses {unit}; this CPU lacks "
                         f"{CPUINFO_FLAG[unit]}")
         info = common[-1]
+        b_is_weight = node.inputs[spec.b].kind == WEIGHT
+        packer = self._bf16_packer(node, spec, ctx, unit, unusable)
         info.extra["bf16_unit"] = unit
         info.kind = f"{info.kind}.{unit}"  # RLX_PROFILE and reports show the unit that ran
         info.extra["bf16_lanes"] = self._bf16_lanes(ctx)
         return Bf16GemmKernel(*common, unusable=unusable, spec=spec, unit=unit,
                               threads=ctx.profile.effective_threads,
-                              b_is_weight=node.inputs[spec.b].kind == WEIGHT)
+                              b_is_weight=b_is_weight, packer=packer)
+
+    def _bf16_packer(self, node: Node, spec, ctx: KernelContext, unit: str,
+                     unusable: str | None):
+        """The parallel kernel packing B (a weight once, an activation per call)."""
+        from rlx.backends.llvm import blas, jit, kernels
+        from rlx.backends.llvm.gemm_bf16 import bf16_plan, pack_b_module
+        from rlx.backends.llvm.target import profile_target
+
+        bp = bf16_plan(spec, ctx.profile.effective_threads, unit)
+        ir_text, tasks = pack_b_module(bp, math.prod(spec.b_shape[:-2]))
+        found = blas.find()
+        loaded = jit.load(ir_text, profile_target(ctx.profile), ctx.cache,
+                          found.imports() if found else {})
+        info = KernelInfo(name=f"{node.outputs[0].name}.pack_b", kind="llvm.bf16_pack_b",
+                          source=ir_text, from_cache=loaded.from_cache)
+        return kernels.CompiledKernel(loaded, 2, tasks, tasks * bp.np_ * 2,
+                                      ctx.profile.effective_threads, info, unusable=unusable)
 
     def _calls_blas(self, spec, node: Node, ctx: KernelContext) -> bool:
         """The GEMM calls BLAS (not one of the generated loops of `gemm_loops`)."""

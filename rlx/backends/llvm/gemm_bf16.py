@@ -219,6 +219,65 @@ def bf16_gemm_module(spec: GemmSpec, n_inputs: int, title: str, threads: int, un
     return str(module)
 
 
+def _bf16_word(b: ir.IRBuilder, x):
+    """The bf16 of float32 bits `x` (i32) in the low 16 bits of an i32: nearest even,
+    NaN kept a NaN (quiet bit set), as `bf16pack.bf16_bits`."""
+    c = lambda v: ir.Constant(U.I32, v)  # noqa: E731
+    lsb = b.and_(b.lshr(x, c(16)), c(1))
+    rounded = b.lshr(b.add(b.add(x, c(0x7FFF)), lsb), c(16))
+    nan = b.icmp_unsigned(">", b.and_(x, c(0x7FFFFFFF)), c(0x7F800000))
+    return b.select(nan, b.or_(b.lshr(x, c(16)), c(0x40)), rounded)
+
+
+def pack_b_module(bp: Bf16Plan, entries: int) -> tuple[str, int]:
+    """(IR, tasks) of the kernel that packs a B computed by the graph (an activation,
+    e.g. the im2col columns of a convolution) on every call, in parallel:
+    ``f(lo, hi, src, dst)``, src op(B) f32 [entries, K, N], dst the pair-interleaved
+    [entries, Kp/2, Np] 32-bit words (`bf16pack.pack_b`'s layout, padding zeroed); a
+    task is one pair of rows of one entry. (A weight is packed once by numpy.)"""
+    k, n, half, np_ = bp.p.k, bp.p.n, bp.kp // 2, bp.np_
+    module = U.new_module("rlx bf16 pack B")
+    fn = U.entry_function(module, 2)
+    src, dst = fn.args[2:]
+    src.add_attribute("noalias")
+    dst.add_attribute("noalias")
+    b = ir.IRBuilder(fn.append_basic_block("entry"))
+    zero = ir.Constant(U.I32, 0)
+    with U.loop(b, fn.args[0], fn.args[1], "task") as t:
+        e = b.udiv(t, U.i64(half))
+        q = b.sub(t, b.mul(e, U.i64(half)))
+        even = b.add(b.mul(e, U.i64(k)), b.mul(q, U.i64(2)))  # source row 2q of entry e
+        out = b.gep(dst, [b.mul(t, U.i64(np_))], inbounds=True, source_etype=U.I32)
+        s0 = b.gep(src, [b.mul(even, U.i64(n))], source_etype=U.I32)  # read only if 2q < K
+        s1 = b.gep(s0, [U.i64(n)], source_etype=U.I32)  # read only if 2q + 1 < K
+        has_odd = b.icmp_signed("<", b.add(b.mul(q, U.i64(2)), U.i64(1)), U.i64(k))
+        with b.if_else(has_odd) as (pair, single):
+            with pair:
+                with U.loop(b, 0, n, "pj") as j:
+                    lo = _bf16_word(b, b.load(b.gep(s0, [j], inbounds=True,
+                                                    source_etype=U.I32), typ=U.I32))
+                    hi = _bf16_word(b, b.load(b.gep(s1, [j], inbounds=True,
+                                                    source_etype=U.I32), typ=U.I32))
+                    b.store(b.or_(b.shl(hi, ir.Constant(U.I32, 16)), lo),
+                            b.gep(out, [j], inbounds=True, source_etype=U.I32))
+            with single:
+                has_even = b.icmp_signed("<", b.mul(q, U.i64(2)), U.i64(k))
+                with b.if_else(has_even) as (last, padding):
+                    with last:  # the last row of an odd K: the pair's odd half is padding
+                        with U.loop(b, 0, n, "sj") as j:
+                            lo = _bf16_word(b, b.load(b.gep(s0, [j], inbounds=True,
+                                                            source_etype=U.I32), typ=U.I32))
+                            b.store(lo, b.gep(out, [j], inbounds=True, source_etype=U.I32))
+                    with padding:  # past K (AMX pads K to 32): a zero row
+                        with U.loop(b, 0, n, "zr") as j:
+                            b.store(zero, b.gep(out, [j], inbounds=True, source_etype=U.I32))
+        if np_ > n:
+            with U.loop(b, n, np_, "zj") as j:
+                b.store(zero, b.gep(out, [j], inbounds=True, source_etype=U.I32))
+    b.ret_void()
+    return str(module), entries * half
+
+
 def _convert_function(module: ir.Module, bp: Bf16Plan) -> ir.Function:
     """convert(rows, src, dst): rows x K f32 at `src` (row-major) rounded to bf16 (nearest
     even; NaN stays NaN, quieted) into `dst` (rows of Kp, the K padding zeroed). The AMX
@@ -232,18 +291,13 @@ def _convert_function(module: ir.Module, bp: Bf16Plan) -> ir.Function:
     dst.add_attribute("noalias")
     b = ir.IRBuilder(fn.append_basic_block("entry"))
     k, kp = bp.p.k, bp.kp
-    c = lambda v: ir.Constant(U.I32, v)  # noqa: E731
     zero16 = ir.Constant(I16, 0)
     with U.loop(b, 0, rows, "cr") as r:
         s_row = b.gep(src, [b.mul(r, U.i64(k))], inbounds=True, source_etype=U.I32)
         d_row = b.gep(dst, [b.mul(r, U.i64(kp))], inbounds=True, source_etype=I16)
         with U.loop(b, 0, k, "ck") as j:
             x = b.load(b.gep(s_row, [j], inbounds=True, source_etype=U.I32), typ=U.I32)
-            lsb = b.and_(b.lshr(x, c(16)), c(1))
-            rounded = b.trunc(b.lshr(b.add(b.add(x, c(0x7FFF)), lsb), c(16)), I16)
-            nan = b.icmp_unsigned(">", b.and_(x, c(0x7FFFFFFF)), c(0x7F800000))
-            quiet = b.or_(b.trunc(b.lshr(x, c(16)), I16), ir.Constant(I16, 0x40))
-            b.store(b.select(nan, quiet, rounded),
+            b.store(b.trunc(_bf16_word(b, x), I16),
                     b.gep(d_row, [j], inbounds=True, source_etype=I16))
         for j in range(k, kp):
             b.store(zero16, b.gep(d_row, [U.i64(j)], inbounds=True, source_etype=I16))
