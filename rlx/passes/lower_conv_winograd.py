@@ -16,21 +16,33 @@ weights computed once at bind time.
 Everything is written with general ops, so every backend runs it and the
 fusion passes compile the transforms into strided elementwise kernels:
 
-    xp  = pad(x)                               to m*tiles + 2 per spatial axis
-    R_a = sum_i BT[a,i] * xp[:, :, i::m, :]     row transform   [N, C, TH, Wp]
-    V_ab = sum_j BT[b,j] * R_a[..., j::m]       column transform [N, C, TH, TW]
-    M_ab = U_ab @ V_ab                          [O, C] x [N, C, TH*TW]
-    Z_rb = sum_a AT[r,a] * M_ab                 output transform, rows
-    Y_rs = sum_b AT[s,b] * Z_rb + bias          ... and columns  [N, O, TH*TW]
-    y = depth-to-space of the m x m Y_rs, cut to the output size
+    xp = pad(x)                                  to m*tiles + 2 per spatial axis
+    Q  = sum_j BT[b,j] * xp[..., j::m]           column transform  [N, C, b, Hp, TW]
+    V  = sum_i BT[a,i] * Q[..., i::m, :]         row transform     [C, a, b, N*TH*TW]
+    M  = U @ V                                   one matmul batched over the alpha² (a, b)
+    Z  = sum_b AT[s,b] * M[a, b]                 output transform, columns
+    y  = sum_a AT[r,a] * Z[a] + bias             ... and rows, written as [N, O, TH, r, TW, s]
+                                                 (depth-to-space), cut to the output size
+
+Each line is one fused elementwise kernel: the coefficients are small
+constant tables broadcast along one axis (constant-folded into derived
+weights), laid out so that they vary only along the outer dims of the
+kernel's rows. The strided (step m) reads happen once, in the first
+transform, on the smallest tensor; the second reads contiguously.
 
 Any padding works (the tile grid covers the padded input and the extra
 bottom/right zeros only produce outputs that are cut away), as do sizes not
 divisible by m. Chosen by `PassOptions.winograd` (the output tile m: 0 off,
-2 or 4), not by shape matching of any model; small convolutions (fewer than
-`MIN_CHANNELS` input or output channels) keep the im2col GEMM, whose one
-kernel beats the transforms' several there. Accuracy: F(4, 3) rounds more
-than im2col (the transforms scale by up to 5 and 8); F(2, 3) about as much.
+2 or 4; the compile profile's ``winograd`` field, default 4), never by
+matching any model's shapes; small convolutions (fewer than `MIN_CHANNELS`
+input or output channels) keep the im2col GEMM, whose one kernel beats the
+transforms' several there.
+
+Accuracy: F(4, 3) rounds more than im2col (its transforms scale values by up
+to 8). With the points 0, ±1, 2, -1/2 (see `rlx.passes.winograd`) the SAM3
+neck's largest error against the official module went from 1.1e-5 to
+2.9e-5 (relative L2 1.1e-6 -> 2.4e-6); the points 0, ±1, ±2 gave 1e-4.
+F(2, 3) stays close to im2col.
 """
 
 from __future__ import annotations
@@ -107,21 +119,23 @@ def winograd_conv(b, x, w, bias, padding, m: int):
                                           for l in range(3)], taps), shape=(1, o, c))
                    for a in range(alpha) for bb in range(alpha)], axis=0)
 
-    # input tiles, rows: R[n, c, a, th, w] = sum_i BT[a, i] * xp[n, c, m*th + i, w]
+    # input tiles, columns first (the strided reads, on the smaller tensor):
+    # Q[n, c, b, h, tw] = sum_j BT[b, j] * xp[n, c, h, m*tw + j]
     pads = [0, 0, 0, 0, ph, hp - h - ph, pw, wp - wd - pw]
     xp = b.pad(x, pads=pads) if any(pads) else x
-    rows = [b.reshape(b.slice(xp, starts=[0, 0, i, 0], ends=[n, c, i + m * (th - 1) + 1, wp],
-                              steps=[1, 1, m, 1]), shape=(n, c, 1, th, wp))
-            for i in range(alpha)]
-    r = _transform(b, bt, rows, axis=2)                                  # [N, C, alpha, TH, Wp]
-    # ... columns: V[c, a, b, n, th, tw] = sum_j BT[b, j] * R[n, c, a, th, m*tw + j]
-    cols = []
-    for j in range(alpha):
-        t = b.slice(r, starts=[0, 0, 0, 0, j], ends=[n, c, alpha, th, j + m * (tw - 1) + 1],
-                    steps=[1, 1, 1, 1, m])
+    cols = [b.reshape(b.slice(xp, starts=[0, 0, 0, j], ends=[n, c, hp, j + m * (tw - 1) + 1],
+                              steps=[1, 1, 1, m]), shape=(n, c, 1, hp, tw))
+            for j in range(alpha)]
+    q = _transform(b, bt, cols, axis=2)                                  # [N, C, alpha, Hp, TW]
+    # ... then rows, contiguous along tw: V[c, a, b, n, th, tw] = sum_i BT[a, i] *
+    # Q[n, c, b, m*th + i, tw], laid out [C, alpha², N*TH*TW] for the GEMM
+    rows = []
+    for i in range(alpha):
+        t = b.slice(q, starts=[0, 0, 0, i, 0], ends=[n, c, alpha, i + m * (th - 1) + 1, tw],
+                    steps=[1, 1, 1, m, 1])
         t = b.transpose(t, perm=(1, 2, 0, 3, 4))                         # [C, alpha, N, TH, TW]
-        cols.append(b.reshape(t, shape=(c, alpha, 1, n, th, tw)))
-    v = _transform(b, bt, cols, axis=2)                                  # [C, a, b, N, TH, TW]
+        rows.append(b.reshape(t, shape=(c, 1, alpha, n, th, tw)))
+    v = _transform(b, bt, rows, axis=1)                                  # [C, a, b, N, TH, TW]
     v = b.transpose(b.reshape(v, shape=(c, alpha * alpha, nt)), perm=(1, 0, 2))
 
     mm = b.matmul(u, v)                                                  # [alpha², O, N*TH*TW]
