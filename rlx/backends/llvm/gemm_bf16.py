@@ -4,19 +4,21 @@ Semantics (`rlx.ir.ops.linalg`): both operands rounded to bf16 (nearest even),
 products and sums in f32, then the fused epilogue (bias, activation, scale,
 residual) in f32 exactly as the f32 GEMM applies it (`gemm.epilogue_function`).
 
-``f(task_lo, task_hi, in_0, ..., out_0, A, B)``: like the native f32 GEMM,
-the runtime passes the packed operands after the output
-(`rlx.backends.llvm.bf16_kernel`): A rounded and packed once per call, B (a
-weight) rounded and packed once per bound array into the pair-interleaved
-layout both units read (`rlx.backends.llvm.bf16pack`). Tasks are (batch
-entry, block of rows), as in `rlx.backends.llvm.gemm`, with the epilogue
-run on a task's rows while they are in cache.
+``f(task_lo, task_hi, in_0, ..., out_0, A, A_packed, B_packed)``: like the
+native f32 GEMM, the runtime passes op(A) (contiguous f32) and the packed
+operands after the output (`rlx.backends.llvm.bf16_kernel`). B is packed into
+the pair-interleaved layout both units read (`rlx.backends.llvm.bf16pack`)
+by a generated parallel kernel (`pack_b_module`): a weight once, when the plan
+binds it; a B the graph computes on every call. Tasks are (batch entry, block
+of rows), as in `rlx.backends.llvm.gemm`; each task first rounds and packs its
+own rows of A (`_convert_function`, so A is converted in parallel and read
+once), computes its rows of C, then runs the epilogue on them while they are
+in cache.
 
 Inside a task the loops are blocked for the caches: a chunk of `MC` rows of A
 (MC x K bf16, meant for L2) meets every strip of B (K x 2 vectors of columns,
-L1/L2),
-one register tile or AMX block at a time. The inner product is chosen by the
-target's matrix units (`unit_for`):
+L1/L2), one register tile or AMX block at a time. The inner product is chosen
+by the target's matrix units (`unit_for`):
 
 * ``amx``: 2 x 2 tiles of 16 x 16 f32 per 32 x 32 block of C (`amx.Tiles`);
 * ``avx512bf16``: an `MR` x 2-vector register tile of C, one `vdpbf16ps` per
@@ -29,9 +31,9 @@ target's matrix units (`unit_for`):
   of this runs (`rlx.backends.llvm.target.check_precision`), and products
   marked bf16 otherwise run on the reference kernel.
 
-The blocking constants (`MR`, `MC`) are first guesses, not measurements: this
-was written on a CPU without bf16 units. Tune them on one that has them
-(``python -m benchmarks.bench_bf16_gemm``).
+The blocking constants (`MR`, `MC`) and the loop order are first guesses, not
+measurements: this was written on a CPU without bf16 units. Tune them on one
+that has them (``python -m benchmarks.bench_bf16_gemm``).
 """
 
 from __future__ import annotations
