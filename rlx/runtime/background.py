@@ -14,10 +14,16 @@ then finds the work done).
 
 A job that raises is dropped silently: warming up is an optimisation, and the
 real call repeats the work and reports the error where it belongs.
+
+A process forked while a job runs starts its own queue: the job's thread does
+not exist in the child, so the lock it held is replaced (whatever the job was
+building is left to the child's first use; fork only after jobs end --
+`wait` -- or use the ``spawn`` start method, as `rlx.datasets` does).
 """
 
 from __future__ import annotations
 
+import os
 import threading
 from typing import Callable
 
@@ -54,3 +60,13 @@ def wait(timeout: float | None = None) -> bool:
     for t in pending:
         t.join(timeout)
     return not any(t.is_alive() for t in pending)
+
+
+def _forget_after_fork() -> None:
+    global _serial, _threads_lock
+    _serial = threading.Lock()
+    _threads_lock = threading.Lock()
+    _threads.clear()
+
+
+os.register_at_fork(after_in_child=_forget_after_fork)

@@ -48,3 +48,21 @@ def test_the_thread_carries_the_name():
     background.start(lambda: names.append(threading.current_thread().name), name="test-name")
     assert background.wait(10)
     assert names == ["test-name"]
+
+
+def test_a_child_forked_mid_job_runs_its_own_jobs():
+    import os
+
+    release = threading.Event()
+    background.start(lambda: release.wait(10), name="test-held")
+    time.sleep(0.05)  # the job now holds the queue's lock
+    pid = os.fork()
+    if pid == 0:  # child: the holder does not exist here; a new job must still run
+        ran = []
+        background.start(lambda: ran.append(True), name="test-child")
+        ok = background.wait(5) and ran == [True]
+        os._exit(0 if ok else 1)
+    release.set()
+    _, status = os.waitpid(pid, 0)
+    assert os.WEXITSTATUS(status) == 0
+    assert background.wait(10)
