@@ -11,7 +11,14 @@ systems (rlx, torch, rlx, torch, ...), so load from other work on the
 machine hits both alike; after warm-up calls. Reported: median and min per
 system, and the ratio of the medians rlx / torch (< 1: rlx is faster). The
 outputs are compared too (max abs difference), so a fast wrong answer shows.
-Nothing passes or fails on speed.
+Nothing passes or fails on speed. ``--parts branch_1x,branch_0_5x`` times a subset
+(``neck`` for the whole neck).
+
+What rlx compiles here (default profile): the 3x3 convolutions as Winograd
+F(4x4, 3x3) (``lower-conv-winograd``; ``winograd = 0`` in a profile file
+brings back the im2col GEMM), the 1x1 convolution after each transposed
+convolution folded into it (``fold-pointwise-conv``), the max-pool as one
+fused kernel over strided slices (``lower-pool``).
 
 Needs torch and the official ``sam3`` package (see models/sam3/official.py).
 """
@@ -48,12 +55,22 @@ def main(argv=None) -> int:
     p.add_argument("--profile", default="default", help="rlx compile profile")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", type=Path, default=None)
+    p.add_argument("--parts", default="",
+                   help="comma-separated subset to time (e.g. branch_1x,branch_0_5x); "
+                        "default: every branch and the whole neck")
     args = p.parse_args(argv)
+
+    from models.sam3.config import DEFAULT, branch_name
+
+    known = [branch_name(s) for s in DEFAULT.scale_factors] + ["neck"]
+    wanted = [part for part in args.parts.split(",") if part]
+    unknown = [part for part in wanted if part not in known]
+    if unknown:  # before anything is compiled
+        p.error(f"unknown part(s) {', '.join(unknown)}; known: {', '.join(known)}")
 
     import numpy as np
     import torch
 
-    from models.sam3.config import DEFAULT, branch_name
     from models.sam3.neck import Sam3Neck
     from models.sam3.official import torch_peer
     from models.sam3.weights import synthetic_weights
@@ -79,6 +96,8 @@ def main(argv=None) -> int:
           f"ms (median / min)")
     print(f"{'part':<20}{'rlx':>18}{'torch':>18}{'rlx/torch':>11}{'max |diff|':>12}")
     for part, fns in systems.items():
+        if wanted and part not in wanted and not (part.startswith("neck") and "neck" in wanted):
+            continue
         times = time_rounds(fns, x, args.repeat, args.warmup)
         ours, theirs = fns["rlx"](x), fns["torch"](x)
         ours = ours if isinstance(ours[0], np.ndarray) else [o[0] for o in ours]
@@ -95,6 +114,7 @@ def main(argv=None) -> int:
               + f"{row['ratio']:>11.2f}{diff:>12.2e}")
     if args.json:
         args.json.write_text(json.dumps({"threads": args.threads, "repeat": args.repeat,
+                                         "parts": wanted or "all",
                                          "profile": profile.name, "rows": rows}, indent=1))
     return 0
 
