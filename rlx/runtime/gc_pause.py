@@ -5,9 +5,13 @@ it into stages) creates tens of thousands of small objects in a few
 milliseconds. Each few hundred allocations trigger a collection, and every
 so often a full one, which walks *every* tracked object of the process. By
 the first click a process holds millions of them (the encoder's plan, numba's
-typing registries, llvmlite), so the full collections, not the work, were
-most of the time: unpickling the prompt graph's plan took 50-150 ms instead
-of ~8 ms.
+typing registries, llvmlite): measured right after numba's start-up, a full
+collection landed inside the unpickling of the prompt graph's plan, which
+then took 50-150 ms instead of ~8 ms. Later in a session (no full collection
+due) the pause saves less, ~10 ms of young-generation collections per
+compile. The skipped collections are not free, only deferred: objects other
+threads allocate meanwhile are collected after the pause, possibly by the
+thread that paused (seen when numba starts up on a thread during the compile).
 
 `gc_paused()` turns the collector off for the duration of a `with` block and
 back on when the outermost block ends (nested and concurrent blocks share one
