@@ -67,10 +67,18 @@ def initialize() -> None:
             _initialized = True
 
 
+_host_features: frozenset | None = None
+
+
 def host_features() -> set[str]:
-    initialize()
-    flat = llvm.get_host_cpu_features().flatten()
-    return {f[1:] for f in flat.split(",") if f.startswith("+")}
+    """This CPU's features, asked of LLVM once per process (a fresh set each call): the
+    kernels of a warm compile each ask, and LLVM's query costs ~0.3 ms."""
+    global _host_features
+    if _host_features is None:
+        initialize()
+        flat = llvm.get_host_cpu_features().flatten()
+        _host_features = frozenset(f[1:] for f in flat.split(",") if f.startswith("+"))
+    return set(_host_features)
 
 
 def widest_vector(features) -> int:
