@@ -20,9 +20,12 @@ and scales by small integers; the fractions land in G, which is applied to
 the weights once.
 
 Everything is exact (`fractions.Fraction`) and converted to float at the
-end. Accuracy falls as m grows (the points spread, the coefficients grow):
-F(2, 3) and F(4, 3) with the points 0, ±1, ±2 are the usual float32
-choices; F(6, 3) (points up to ±1/2) loses about two more digits.
+end. Accuracy falls as m grows (the points spread, the coefficients grow).
+For F(4, 3) the textbook points 0, ±1, ±2 are replaced by 0, ±1, 2, -1/2:
+in a float32 simulation (256 input channels, unit-variance data) the
+largest error fell from 6.6e-5 to 2.4e-5 (im2col: 2.2e-6), and on SAM3's
+2x neck branch from 9.7e-5 (at the 1e-4 parity bound) to 2.9e-5. F(6, 3)
+is built too (for tests and experiments); the pass offers m = 2 and 4.
 """
 
 from __future__ import annotations
