@@ -81,6 +81,14 @@ def test_attention_with_large_scores_stays_finite():
     assert _kinds(compiled) == ["llvm.attention"]
 
 
+def test_thin_channel_remainders_are_balanced():
+    # a 2-channel last tile has 4 accumulators (latency-bound): 6 + 2 becomes 4 + 4
+    assert attention.tail_split(56, 6) == [4, 4] and attention.tail_split(128, 6) == [4, 4]
+    assert attention.tail_split(7, 6) == [4, 3]
+    assert attention.tail_split(64, 6) == [] and attention.tail_split(96, 6) == []
+    assert attention.tail_split(5, 6) == []  # fewer channels than a tile: one tile as is
+
+
 def test_block_rows_follow_the_register_file():
     """AVX2 (16 registers): 2-vector blocks, 6 keys per score tile; AVX-512 (32): 4 x 6."""
     from rlx.backends.common.spec import AttentionSpec

@@ -127,6 +127,18 @@ def _tile(vc: VectorConfig, nv: int) -> int:
     return max(1, (vc.regs - nv - 2) // nv)
 
 
+def tail_split(n: int, tile: int) -> list:
+    """Sizes of the last two channel tiles when the remainder of n / tile is thin: a
+    tile of r < tile / 2 channels has too few accumulators to hide the FMA latency, so
+    the last full tile and the remainder are split evenly (56 = 8 x 6 + 4 + 4, not
+    9 x 6 + 2). Empty when there is nothing to balance."""
+    r = n % tile
+    if not r or n < tile or 2 * r >= tile:
+        return []
+    a = (tile + r + 1) // 2
+    return [a, tile + r - a]
+
+
 def plan(spec: AttentionSpec, vc: VectorConfig) -> Plan:
     nb, nq, d = spec.q_shape
     nk, dv = spec.k_shape[1], spec.v_shape[2]
@@ -306,11 +318,13 @@ class _Block:
     def pv_chunk(self, j0, j1, v_base):
         p, b = self.p, self.b
         dt = p.dt[self.nv]
-        full = (p.dv // dt) * dt
-        with U.loop(b, 0, full, "dt", step=dt) as c0:
+        split = tail_split(p.dv, dt)
+        at = (p.dv // dt - bool(split)) * dt  # channels covered by the loop of full tiles
+        with U.loop(b, 0, at, "dt", step=dt) as c0:
             self.pv_tile(c0, dt, j0, j1, v_base)
-        if p.dv % dt:
-            self.pv_tile(U.i64(full), p.dv % dt, j0, j1, v_base)
+        for n in split or ([p.dv % dt] if p.dv % dt else []):
+            self.pv_tile(U.i64(at), n, j0, j1, v_base)
+            at += n
 
     def pv_tile(self, c0, n: int, j0, j1, v_base):
         b, V, nv, rl = self.b, self.V, self.nv, self.rl
