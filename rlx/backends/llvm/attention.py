@@ -128,10 +128,11 @@ def _tile(vc: VectorConfig, nv: int) -> int:
 
 
 def tail_split(n: int, tile: int) -> list:
-    """Sizes of the last two channel tiles when the remainder of n / tile is thin: a
-    tile of r < tile / 2 channels has too few accumulators to hide the FMA latency, so
-    the last full tile and the remainder are split evenly (56 = 8 x 6 + 4 + 4, not
-    9 x 6 + 2). Empty when there is nothing to balance."""
+    """Sizes of the last two tiles (keys of S^T, channels of O^T) when the remainder of
+    n / tile is thin: a tile of r < tile / 2 rows has too few accumulators to hide the
+    FMA latency, so the last full tile and the remainder are split evenly (56 channels
+    = 8 x 6 + 4 + 4, not 9 x 6 + 2; 49 keys of a 7x7 window = 7 x 6 + 4 + 3). Empty
+    when there is nothing to balance."""
     r = n % tile
     if not r or n < tile or 2 * r >= tile:
         return []
@@ -228,11 +229,13 @@ class _Block:
     def scores(self, k_base, mx_init):
         p, b, V = self.p, self.b, self.V
         kt = p.kt[self.nv]
-        full = (p.nk // kt) * kt
-        mx = fold_range(b, 0, full, mx_init, lambda j0, mx: self.score_tile(j0, kt, k_base, mx),
+        split = tail_split(p.nk, kt)
+        at = (p.nk // kt - bool(split)) * kt  # keys covered by the loop of full tiles
+        mx = fold_range(b, 0, at, mx_init, lambda j0, mx: self.score_tile(j0, kt, k_base, mx),
                         name="kt", step=kt)
-        if p.nk % kt:
-            mx = self.score_tile(U.i64(full), p.nk % kt, k_base, mx)
+        for n in split or ([p.nk % kt] if p.nk % kt else []):
+            mx = self.score_tile(U.i64(at), n, k_base, mx)
+            at += n
         return mx
 
     def score_tile(self, j0, n: int, k_base, mx):
