@@ -37,7 +37,7 @@ import zlib
 
 import numpy as np
 
-__all__ = ["deflate_rows", "kernels", "zlib_stream"]
+__all__ = ["deflate_rows", "kernels", "zlib_parts", "zlib_stream"]
 
 # RFC 1951, 3.2.5: match lengths 3..258 -> symbol 257..285 and extra bits
 _LEN_BASE = [3, 4, 5, 6, 7, 8, 9, 10, 11, 13, 15, 17, 19, 23, 27, 31, 35, 43, 51, 59, 67, 83,
@@ -177,11 +177,21 @@ def _compile():
         # vectorised), then only the positions where it holds are visited: on
         # speckled rows a byte-by-byte "does it repeat?" branch is a coin flip the
         # CPU mispredicts.
+        # The same sweep sums what the zlib wrapper's Adler-32 needs: with
+        # A = 1 + sum(data) and B = n + sum((n - k) * data[k]) (mod 65521).
         nrep = max(n - 3, 0)
+        s1 = 0
+        s2 = 0
         for k in range(nrep):  # rep[k]: data[k+1 : k+4] all equal data[k]
             d = data[k]
             rep[k] = (np.uint8(data[k + 1] == d) & np.uint8(data[k + 2] == d)
                       & np.uint8(data[k + 3] == d))
+            s1 += np.int64(d)
+            s2 += (n - k) * np.int64(d)
+        for k in range(nrep, n):
+            s1 += np.int64(data[k])
+            s2 += (n - k) * np.int64(data[k])
+        adler = ((n + s2) % 65521) * 65536 + (1 + s1) % 65521
         nm = 0
         k = 0
         while k < nrep:
@@ -342,7 +352,7 @@ def _compile():
                 done = end + mlen[m]
         w, acc, nbits = put(out, w, acc, nbits, lcode[256], llen[256])
         out[w] = np.uint32(acc & np.uint64(0xFFFFFFFF))  # the last, partial word
-        return 4 * w + (nbits + 7) // 8
+        return 4 * w + (nbits + 7) // 8, adler
 
     return deflate, code_lengths
 
@@ -376,23 +386,34 @@ def _buffers(n: int):
     return bufs
 
 
-def deflate_rows(data: np.ndarray) -> np.ndarray:
-    """Raw DEFLATE (RFC 1951) of a contiguous uint8 buffer (any shape), as a new uint8 array."""
-    flat = np.ascontiguousarray(data, dtype=np.uint8).reshape(-1)
+def _deflate(flat: np.ndarray):
+    """(raw DEFLATE as a view of this thread's work buffer, Adler-32 of the input)."""
     if flat.size == 0:
-        raise ValueError("deflate_rows needs at least one byte")
+        raise ValueError("deflate needs at least one byte")
     rep, mstart, mlen, out = _buffers(flat.size)
-    nbytes = kernels()[0](flat, rep, mstart, mlen, out, _LSYM, _LBITS, _LVAL, _CL_ORDER)
+    nbytes, adler = kernels()[0](flat, rep, mstart, mlen, out, _LSYM, _LBITS, _LVAL, _CL_ORDER)
     words = out[:(nbytes + 3) // 4]
     if sys.byteorder != "little":  # the words' bytes must come out in stream order
         words = words.byteswap()
-    return words.view(np.uint8)[:nbytes].copy()
+    return words.view(np.uint8)[:nbytes], adler
+
+
+def deflate_rows(data: np.ndarray) -> np.ndarray:
+    """Raw DEFLATE (RFC 1951) of a contiguous uint8 buffer (any shape), as a new uint8 array."""
+    return _deflate(np.ascontiguousarray(data, dtype=np.uint8).reshape(-1))[0].copy()
+
+
+def zlib_parts(data: np.ndarray):
+    """A zlib stream (RFC 1950) of ``data`` -- what a PNG's IDAT chunk holds -- as pieces
+    to join: (header, body, Adler-32). The body may be a view of a per-thread work buffer:
+    use the pieces before this thread deflates anything else."""
+    flat = np.ascontiguousarray(data, dtype=np.uint8).reshape(-1)
+    body, adler = _deflate(flat)
+    if body.size > flat.size + 5 * (flat.size // 65535 + 1):  # never on masks; keep the bound
+        return (zlib.compress(flat.tobytes(), 0),)
+    return b"\x78\x01", body, adler.to_bytes(4, "big")
 
 
 def zlib_stream(data: np.ndarray) -> bytes:
-    """A zlib stream (RFC 1950) of ``data``: what a PNG's IDAT chunks hold."""
-    flat = np.ascontiguousarray(data, dtype=np.uint8).reshape(-1)
-    body = deflate_rows(flat)
-    if body.size > flat.size + 5 * (flat.size // 65535 + 1):  # never on masks; keep the bound
-        return zlib.compress(flat.tobytes(), 0)
-    return b"\x78\x01" + body.tobytes() + (zlib.adler32(flat) & 0xFFFFFFFF).to_bytes(4, "big")
+    """A zlib stream (RFC 1950) of ``data``, as bytes."""
+    return b"".join(zlib_parts(data))

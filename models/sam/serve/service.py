@@ -46,7 +46,7 @@ from ..prompt_graph import decoder_for
 from .embeddings import EmbeddingCache, ImageEntry, new_image_id
 from .errors import ApiError
 from .limits import ServeLimits
-from .png import mask_png
+from .png import mask_png, mask_png_and_area
 from .prompts import EverythingRequest, MaskRequest
 
 __all__ = ["SegmentService", "SYNTHETIC_NOTE"]
@@ -54,7 +54,8 @@ __all__ = ["SegmentService", "SYNTHETIC_NOTE"]
 
 def _mask_part(mask: np.ndarray) -> Tuple[bytes, int]:
     """One mask of an answer: (base64 of its PNG, its area in pixels)."""
-    return base64.b64encode(mask_png(mask)), int(np.count_nonzero(mask))
+    png, area = mask_png_and_area(mask)
+    return base64.b64encode(png), area
 
 
 SYNTHETIC_NOTE = ("no checkpoint given: the model runs on SYNTHETIC random weights, the masks "

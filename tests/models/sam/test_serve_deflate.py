@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from models.sam.serve.deflate import deflate_rows, kernels, zlib_stream
-from models.sam.serve.png import mask_png
+from models.sam.serve.png import mask_png, mask_png_and_area
 
 
 def _buffers():
@@ -82,6 +82,8 @@ def test_mask_png_decodes_to_the_same_pixels_in_pillow(shape):
     disc = (yy - shape[0] / 2) ** 2 + (xx - shape[1] / 3) ** 2 < (min(shape) / 2) ** 2
     for mask in (disc, disc ^ (rng.random(shape) < 0.02), rng.random(shape) < 0.5,
                  np.ones(shape, bool)):
-        with Image.open(io.BytesIO(mask_png(mask))) as im:
+        png, area = mask_png_and_area(mask)
+        assert png == mask_png(mask) and area == int(mask.sum())
+        with Image.open(io.BytesIO(png)) as im:
             assert im.size == (shape[1], shape[0]) and im.mode == "1"
             np.testing.assert_array_equal(np.asarray(im), mask)
