@@ -165,7 +165,7 @@ def run(args: argparse.Namespace) -> int:
         progress.start(f"prompt -> masks for {n} prompt tokens")
         service.compile_buckets([(n, has_mask)])
         progress.step()
-    progress.start("a first click (post-processing kernels)")
+    progress.start("a first click (post-processing and PNG kernels)")
     service.warm_up()
     progress.step()
     progress.start("segment everything: the batched prompt decoder")
