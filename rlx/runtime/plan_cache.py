@@ -37,7 +37,8 @@ from pathlib import Path
 from rlx.ir.graph import Graph
 from rlx.ir.printer import print_graph
 
-__all__ = ["NAMESPACE", "PlanRecord", "code_version", "load", "plan_key", "store"]
+__all__ = ["NAMESPACE", "PlanRecord", "code_unchanged", "code_version", "load", "plan_key",
+           "store"]
 
 NAMESPACE = "plan"
 FILE = "plan.pkl"
@@ -56,12 +57,31 @@ class PlanRecord:
     format: int = FORMAT
 
 
+#: the package whose source is hashed (a test points it elsewhere)
+SOURCE_ROOT = Path(__file__).resolve().parents[1]
+
+
+def _stamps(files) -> tuple:
+    """(mtime, size) of every file (an edit, or a replacement by rename, changes them).
+    Not the folders: importing creates ``__pycache__`` folders in them."""
+    out = []
+    for p in files:
+        try:
+            st = p.stat()
+            out.append((st.st_mtime_ns, st.st_size))
+        except OSError:
+            out.append(None)
+    return tuple(out)
+
+
 @lru_cache(maxsize=1)
-def code_version() -> str:
-    """sha256 over the source of the rlx package (read once per process)."""
-    root = Path(__file__).resolve().parents[1]
+def _snapshot() -> tuple[str, tuple, tuple]:
+    """(sha256 over the rlx sources, the files hashed, their stamps), read once per process."""
+    root = SOURCE_ROOT
+    files = sorted(root.rglob("*.py"))
+    stamps = _stamps(files)
     h = hashlib.sha256()
-    for path in sorted(root.rglob("*.py")):
+    for path in files:
         h.update(str(path.relative_to(root)).encode())
         h.update(b"\0")
         try:
@@ -69,7 +89,28 @@ def code_version() -> str:
         except OSError:  # pragma: no cover - a file vanished while we read the tree
             continue
         h.update(b"\0")
-    return h.hexdigest()
+    return h.hexdigest(), tuple(files), stamps
+
+
+def code_version() -> str:
+    """sha256 over the source of the rlx package (read once per process)."""
+    return _snapshot()[0]
+
+
+def code_unchanged() -> bool:
+    """True while the sources on disk are still the ones `code_version` hashed.
+
+    Why: the hash is taken once, but modules are imported lazily, later. A source
+    edited (or upgraded) in between would make this process generate code with the
+    new source and file the plan under the old source's hash -- where a process
+    running the old source would then find a plan it did not make (seen: a cached
+    attention kernel's IR from another version of the generator gave NaN). So a
+    process whose sources changed under it neither stores nor loads plans; it
+    compiles from scratch, which is always right. A stat of each source file, well
+    under a millisecond. (A file added after the hash is not noticed.)
+    """
+    _, files, stamps = _snapshot()
+    return _stamps(files) == stamps
 
 
 #: profile fields that do not change a compiled plan (what it is called, where it came
@@ -119,7 +160,10 @@ def plan_key(graph: Graph, profile, backend_name: str, cache) -> str | None:
 
 
 def load(cache, key: str) -> PlanRecord | None:
-    """The record stored under `key`, or None (missing, damaged: a damaged one is wiped)."""
+    """The record stored under `key`, or None (missing, damaged: a damaged one is wiped;
+    also None when this process's sources changed on disk: see `code_unchanged`)."""
+    if not code_unchanged():
+        return None
     entry = cache.entry(NAMESPACE, key)
     if not entry.valid():
         return None
@@ -135,9 +179,12 @@ def load(cache, key: str) -> PlanRecord | None:
 
 
 def store(cache, key: str, record: PlanRecord) -> bool:
-    """Write `record` under `key` (temp file + rename, sealed last). False if not picklable."""
+    """Write `record` under `key` (temp file + rename, sealed last). False if not picklable
+    or this process's sources changed on disk since they were hashed (`code_unchanged`)."""
     from rlx.utils.fs import atomic_write_bytes
 
+    if not code_unchanged():
+        return False
     buf = io.BytesIO()
     try:
         pickle.dump(record, buf, protocol=pickle.HIGHEST_PROTOCOL)

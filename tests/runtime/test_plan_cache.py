@@ -189,3 +189,42 @@ def test_no_cache_no_plan_cache(model, tmp_path):
     cg = compile_graph(graph, profile, weights)
     assert not cg.report.plan_from_cache and entries(tmp_path) == []
     check(cg, graph, weights, inputs)
+
+
+def test_sources_edited_under_a_running_process_neither_store_nor_load(model, tmp_path,
+                                                                         monkeypatch):
+    """The source hash is taken once, modules are imported later: after an edit, this
+    process's code may be neither the old source nor the new one, so its plans must not be
+    filed under the old hash (a process of the old source would take them) and it must not
+    take plans of the old source either. Simulated with a stand-in source tree."""
+    import os
+
+    graph, weights, inputs = model
+    src = tmp_path / "src"
+    src.mkdir()
+    mod = src / "module.py"
+    mod.write_text("X = 1\n")
+    monkeypatch.setattr(plan_cache, "SOURCE_ROOT", src)
+    plan_cache._snapshot.cache_clear()
+    try:
+        profile = profile_for("llvm", tmp_path)
+        compile_graph(graph, profile, weights)  # stores the plan under the hash of X = 1
+        assert len(entries(tmp_path)) == 1
+        assert compile_graph(graph, profile, weights).report.plan_from_cache
+        # An edit (same size, later mtime) while this process runs ...
+        mod.write_text("X = 2\n")
+        st = mod.stat()
+        os.utime(mod, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000_000))
+        assert not plan_cache.code_unchanged()
+        cg = compile_graph(graph, profile, weights)
+        assert not cg.report.plan_from_cache  # ... the old plan is not taken
+        check(cg, graph, weights, inputs)
+        other = profile.replace(fusion=False)  # ... and a new one is not stored
+        compile_graph(graph, other, weights)
+        assert len(entries(tmp_path)) == 1
+        # A new process (a fresh hash) uses and stores plans again.
+        plan_cache._snapshot.cache_clear()
+        compile_graph(graph, other, weights)
+        assert len(entries(tmp_path)) == 2
+    finally:
+        plan_cache._snapshot.cache_clear()
