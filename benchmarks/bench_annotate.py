@@ -190,11 +190,13 @@ def main(argv=None):
         print(f"{mode:11s} {statistics.median(lo):8.2f} ({min(lo):.2f}-{max(lo):.2f}) "
               f"{statistics.median(en):8.2f} ({min(en):.2f}-{max(en):.2f}) {ratio:11.2f}x")
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump({"args": vars(args), "summary": summary,
-                       "runs": {m: {s: [{k: v for k, v in r.items() if k != "done"}
-                                        for r in rs] for s, rs in runs.items()}
-                                for m, runs in results.items()}}, f, indent=2)
+        from rlx.utils.fs import atomic_write_text
+
+        atomic_write_text(args.json, json.dumps(
+            {"args": vars(args), "summary": summary,
+             "runs": {m: {s: [{k: v for k, v in r.items() if k != "done"} for r in rs]
+                          for s, rs in runs.items()}
+                      for m, runs in results.items()}}, indent=2))
 
 
 if __name__ == "__main__":

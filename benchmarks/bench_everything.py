@@ -195,9 +195,11 @@ def main(argv=None) -> int:
             summary["ratio_generate_cpu"] = ratio_cpu
         results.append({"crop_layers": crops, "runs": runs, "summary": summary})
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump({"model": args.model, "threads": args.threads, "image": IMAGE_HW,
-                       "results": results}, f, indent=1)
+        from rlx.utils.fs import atomic_write_text
+
+        atomic_write_text(args.json, json.dumps({"model": args.model, "threads": args.threads,
+                                                 "image": IMAGE_HW, "results": results},
+                                                indent=1))
     return 0
 
 

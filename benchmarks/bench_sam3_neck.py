@@ -32,6 +32,8 @@ import sys
 import time
 from pathlib import Path
 
+from rlx.utils.fs import atomic_write_text
+
 
 def time_rounds(fns: dict, x, repeat: int, warmup: int) -> dict:
     """name -> list of seconds; the systems alternate within every round."""
@@ -113,9 +115,10 @@ def main(argv=None) -> int:
                                       for k in ("rlx", "torch"))
               + f"{row['ratio']:>11.2f}{diff:>12.2e}")
     if args.json:
-        args.json.write_text(json.dumps({"threads": args.threads, "repeat": args.repeat,
-                                         "parts": wanted or "all",
-                                         "profile": profile.name, "rows": rows}, indent=1))
+        atomic_write_text(args.json, json.dumps({"threads": args.threads, "repeat": args.repeat,
+                                                 "parts": wanted or "all",
+                                                 "profile": profile.name, "rows": rows},
+                                                indent=1))
     return 0
 
 

@@ -48,6 +48,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+from rlx.utils.fs import atomic_write_text
+
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "models" / "sam" / "assets" / "sample.png"
 PHASES = ("import", "load_model", "set_image", "first_predict", "second_predict")
@@ -171,11 +173,12 @@ def main(argv=None) -> int:
         print(f"{str(tree)}: one-click graph compiled before the click in "
               f"{results[str(tree)]['summary']['click_graph_ready']} of {args.repeat} runs")
     if args.json:
-        args.json.write_text(json.dumps({"model": args.model, "repeat": args.repeat,
-                                         "encoder": not args.no_encoder,
-                                         "load_average_before": load_before,
-                                         "load_average_after": os.getloadavg(),
-                                         "note": args.note, "trees": results}, indent=1))
+        atomic_write_text(args.json, json.dumps({"model": args.model, "repeat": args.repeat,
+                                                 "encoder": not args.no_encoder,
+                                                 "load_average_before": load_before,
+                                                 "load_average_after": os.getloadavg(),
+                                                 "note": args.note, "trees": results},
+                                                indent=1))
     return 0
 
 
