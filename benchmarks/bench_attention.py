@@ -240,8 +240,9 @@ def main(argv=None) -> int:
     if args.check:
         print("max |rlx - sdpa|:", res["max_abs_diff_vs_sdpa"])
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump(res, f, indent=1)
+        from rlx.utils.fs import atomic_write_text
+
+        atomic_write_text(args.json, json.dumps(res, indent=1))
     return 0
 
 

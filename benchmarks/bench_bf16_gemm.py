@@ -172,8 +172,9 @@ def main(argv=None) -> int:
             print(f"  {s:<11s} {1e3 * row['median_s']:9.2f} ms ({1e3 * row['min_s']:.2f} - "
                   f"{1e3 * row['max_s']:.2f})  {row['gflops']:7.1f} GFLOP/s")
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump(res, f, indent=1)
+        from rlx.utils.fs import atomic_write_text
+
+        atomic_write_text(args.json, json.dumps(res, indent=1))
     return 0
 
 

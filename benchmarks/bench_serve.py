@@ -194,8 +194,9 @@ def main(argv=None) -> int:
     print(f"  1-min load average during the run: {min(loads):.2f}-{max(loads):.2f} "
           f"on {os.cpu_count()} CPUs (other processes share the machine)")
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump(report, f, indent=1)
+        from rlx.utils.fs import atomic_write_text
+
+        atomic_write_text(args.json, json.dumps(report, indent=1))
     return 0
 
 
