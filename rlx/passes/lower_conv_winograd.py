@@ -140,20 +140,22 @@ def winograd_conv(b, x, w, bias, padding, m: int):
 
     mm = b.matmul(u, v)                                                  # [alpha², O, N*TH*TW]
 
-    # output tiles, columns first: Z[o, s, a, nt] = sum_b AT[s, b] * M[a, b, o, nt]
+    # output tiles, columns first: Z[o, a, nt, s] = sum_b AT[s, b] * M[a, b, o, nt], with s
+    # innermost so that the row pass below reads (tw, s) contiguously: each output row
+    # is a run of m*TW values interleaving the tiles' columns
     mm = b.reshape(mm, shape=(alpha, alpha, o, nt))
     terms = [b.reshape(b.transpose(b.slice(mm, starts=[0, bb, 0, 0], ends=[alpha, bb + 1, o, nt]),
-                                   perm=(2, 1, 0, 3)), shape=(o, 1, alpha, nt))
+                                   perm=(2, 0, 3, 1)), shape=(o, alpha, nt, 1))
              for bb in range(alpha)]
-    z = _transform(b, at, terms, axis=1)                                 # [O, m, alpha, NT]
+    z = _transform(b, at, terms, axis=3)                                 # [O, alpha, NT, m]
     # ... then rows, into the output's layout: Y[n, o, th, r, tw, s] = sum_a AT[r, a] *
-    # Z[o, s, a, n, th, tw] + bias[o]. The coefficient varies along r, an outer dim of the
-    # kernel's rows (constant per row); the interleaved s is the unrolled innermost dim.
-    z = b.reshape(z, shape=(o, m, alpha, n, th, tw))
+    # Z[o, a, n, th, tw, s] + bias[o]. The coefficient varies along r, an outer dim of the
+    # kernel's rows (constant per row); (tw, s) is read and written contiguously.
+    z = b.reshape(z, shape=(o, alpha, n, th, tw, m))
     terms = []
     for a in range(alpha):
-        t = b.slice(z, starts=[0, 0, a, 0, 0, 0], ends=[o, m, a + 1, n, th, tw])
-        terms.append(b.transpose(t, perm=(3, 0, 4, 2, 5, 1)))          # [N, O, TH, 1, TW, m]
+        t = b.slice(z, starts=[0, a, 0, 0, 0, 0], ends=[o, a + 1, n, th, tw, m])
+        terms.append(b.transpose(t, perm=(2, 0, 3, 1, 4, 5)))          # [N, O, TH, 1, TW, m]
     y = _transform(b, at, terms, axis=3)                                 # [N, O, TH, m, TW, m]
     if bias is not None:
         y = b.add(y, b.reshape(bias, shape=(1, o, 1, 1, 1, 1)))
