@@ -19,6 +19,14 @@ grid, batches of 64, no crops unless ``--crop-layers``). Reported per system:
   generate), each measurement being a fresh process;
 * the number of masks.
 
+``--loose`` times a second setting as well: every candidate kept by the IoU
+filter (``pred_iou_thresh=0``, ``stability_score_thresh=0.6``, offset
+0.05). Synthetic weights predict low IoUs, so with the defaults no mask
+survives the IoU filter and neither the upscaling half of the decoder nor the
+post-processing runs; the loose row shows their cost (for both generators)
+with every prompt's masks upscaled and dozens of masks kept, closer to what a
+real checkpoint does (and its worst case for rlx).
+
 rlx compiles its graphs before the timed call (a warm-up ``generate`` of one
 full batch on a small image: the bucket graphs and kernels), as a server or
 dataset job would have. The official generator needs torchvision's ``batched_nms``,
@@ -40,6 +48,8 @@ import tempfile
 import time
 
 IMAGE_HW = (1500, 2000)
+#: ``--loose``: every candidate passes the IoU filter, stability loosened (see above)
+LOOSE = dict(pred_iou_thresh=0.0, stability_score_thresh=0.6, stability_score_offset=0.05)
 
 
 def _image():
@@ -72,8 +82,10 @@ def _time_encoder(predictor) -> dict:
     return enc
 
 
-def child(system: str, model: str, checkpoint: str, crop_layers: int, threads: int) -> dict:
+def child(system: str, model: str, checkpoint: str, crop_layers: int, threads: int,
+          loose: bool = False) -> dict:
     image = _image()
+    params = dict(crop_n_layers=crop_layers, **(LOOSE if loose else {}))
     if system == "official":
         from tests.support import torchvision_shim
 
@@ -88,7 +100,7 @@ def child(system: str, model: str, checkpoint: str, crop_layers: int, threads: i
 
         torch_box_ops.install()
         sam = sam_model_registry[model](checkpoint=checkpoint).eval()
-        gen = SamAutomaticMaskGenerator(sam, crop_n_layers=crop_layers)
+        gen = SamAutomaticMaskGenerator(sam, **params)
         enc = _time_encoder(gen.predictor)
         t0, c0 = time.perf_counter(), _cpu_s()
         with torch.no_grad():
@@ -103,7 +115,7 @@ def child(system: str, model: str, checkpoint: str, crop_layers: int, threads: i
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             sam = build_sam(model, checkpoint=checkpoint, profile="default")
-        gen = SamAutomaticMaskGenerator(sam, crop_n_layers=crop_layers, progress=False)
+        gen = SamAutomaticMaskGenerator(sam, progress=False, **params)
         from models.sam.automatic import MAX_BATCH
 
         # warm-up: compile the full-batch graphs of both decoder halves and the kernels
@@ -117,7 +129,7 @@ def child(system: str, model: str, checkpoint: str, crop_layers: int, threads: i
         records = gen.generate(image)
         total, cpu = time.perf_counter() - t0, _cpu_s() - c0
         steps = dict(gen.timings)
-    return {"system": system, "crop_layers": crop_layers, "generate_s": total,
+    return {"system": system, "crop_layers": crop_layers, "loose": loose, "generate_s": total,
             "encoder_s": enc["s"], "after_encoder_s": total - enc["s"], "masks": len(records),
             "cpu_s": cpu, "after_encoder_cpu_s": cpu - enc["cpu_s"],
             "steps": steps, "peak_rss_mb": _peak_rss_mb()}
@@ -127,19 +139,19 @@ def _rounded(steps: dict) -> dict:
     return {k: round(v, 2) for k, v in steps.items()}
 
 
-def _run_child(system, model, checkpoint, crop_layers, threads, log) -> dict:
+def _run_child(system, model, checkpoint, crop_layers, threads, log, loose=False) -> dict:
     env = dict(os.environ)
     for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "RLX_THREADS",
                 "NUMBA_NUM_THREADS"):
         env[var] = str(threads)
     cmd = [sys.executable, "-m", "benchmarks.bench_everything", "--child", system,
            "--model", model, "--checkpoint", checkpoint, "--crop-layers", str(crop_layers),
-           "--threads", str(threads)]
+           "--threads", str(threads)] + (["--loose"] if loose else [])
     out = subprocess.run(cmd, env=env, capture_output=True, text=True)
     if out.returncode != 0:
         raise RuntimeError(f"{system} child failed:\n{out.stderr[-3000:]}")
     res = json.loads(out.stdout.strip().splitlines()[-1])
-    log(f"  {system:8s} crops={crop_layers}: generate {res['generate_s']:.2f} s, after encoder "
+    log(f"  {system:8s} crops={crop_layers}{' loose' if loose else ''}: generate {res['generate_s']:.2f} s, after encoder "
         f"{res['after_encoder_s']:.2f} s, CPU {res['cpu_s']:.1f} s (after encoder "
         f"{res['after_encoder_cpu_s']:.1f} s), {res['masks']} masks, peak RSS "
         f"{res['peak_rss_mb']:.0f} MB {_rounded(res['steps'])}")
@@ -154,13 +166,15 @@ def main(argv=None) -> int:
     p.add_argument("--crop-layers", default="0", help="comma-separated, e.g. 0,1")
     p.add_argument("--systems", default="rlx,official")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--loose", action="store_true",
+                   help="also time every candidate passing the IoU filter (see the docstring)")
     p.add_argument("--json", default=None)
     p.add_argument("--child", default=None, help=argparse.SUPPRESS)
     p.add_argument("--checkpoint", default=None, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.child:
         print(json.dumps(child(args.child, args.model, args.checkpoint, int(args.crop_layers),
-                               args.threads)))
+                               args.threads, args.loose)))
         return 0
 
     def log(msg):
@@ -173,13 +187,15 @@ def main(argv=None) -> int:
     official_sam.save_official_checkpoint(official_sam.build_official(args.model, args.seed), ckpt)
     systems = args.systems.split(",")
     results = []
-    for crops in [int(c) for c in args.crop_layers.split(",")]:
-        log(f"crop_n_layers={crops}, {args.model}, {args.threads} threads, image "
-            f"{IMAGE_HW[0]}x{IMAGE_HW[1]}")
+    settings = [(int(c), loose) for c in args.crop_layers.split(",")
+                for loose in ([False, True] if args.loose else [False])]
+    for crops, loose in settings:
+        log(f"crop_n_layers={crops}{', loose thresholds' if loose else ''}, {args.model}, "
+            f"{args.threads} threads, image {IMAGE_HW[0]}x{IMAGE_HW[1]}")
         runs = {s: [] for s in systems}
         for _ in range(args.repeat):
             for s in systems:  # interleaved
-                runs[s].append(_run_child(s, args.model, ckpt, crops, args.threads, log))
+                runs[s].append(_run_child(s, args.model, ckpt, crops, args.threads, log, loose))
         summary = {s: {k: statistics.median(r[k] for r in rs)
                        for k in ("generate_s", "after_encoder_s", "encoder_s", "cpu_s",
                                  "after_encoder_cpu_s", "peak_rss_mb", "masks")} for s, rs in runs.items()}
@@ -193,7 +209,7 @@ def main(argv=None) -> int:
             summary["ratio_generate"] = ratio
             summary["ratio_after_encoder"] = ratio_after
             summary["ratio_generate_cpu"] = ratio_cpu
-        results.append({"crop_layers": crops, "runs": runs, "summary": summary})
+        results.append({"crop_layers": crops, "loose": loose, "runs": runs, "summary": summary})
     if args.json:
         from rlx.utils.fs import atomic_write_text
 

@@ -42,15 +42,20 @@ embedding: the whole-image encoder pass is skipped. With ``crop_n_layers >=
 1`` the crops still need the image's pixels (pass ``image=``).
 
 The decoder graph runs at most `MAX_BATCH` prompts at a time whatever
-``points_per_batch`` says: results do not depend on the batch; 32 amortizes
-the per-kernel overhead of the many small per-prompt products (a prompt
-carries ~25 MB of activations in the factored graph).
+``points_per_batch`` says: results do not depend on the batch. `REPLICAS`
+batches run at once, each on its own worker thread and its own copy of the
+compiled graphs with its share of the cores: the factored graphs are ~100
+small kernels per batch, and whole batches per core beat splitting every
+kernel across the cores (no fork-join hand-off per kernel, each core streams
+its own arrays). 16 prompts per batch amortize the per-kernel overhead; two
+batches in flight keep the memory of one batch of 32.
 """
 
 from __future__ import annotations
 
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 from weakref import WeakKeyDictionary
@@ -86,7 +91,11 @@ __all__ = ["SamAutomaticMaskGenerator", "OUTPUT_MODES", "MAX_BATCH"]
 
 OUTPUT_MODES = ("binary_mask", "uncompressed_rle", "coco_rle")
 #: prompts per compiled decoder call (see the module docstring)
-MAX_BATCH = 32
+MAX_BATCH = 16
+#: batches decoded at once, each on a replica of the graphs with its share of the
+#: threads (`rlx.runtime.buckets`): the factored graphs are ~100 small kernels per
+#: batch, which scale better as whole batches per core than split kernel by kernel
+REPLICAS = 2
 #: the same for the plain (unfactored) graphs, whose prompts carry a dense image each
 PLAIN_MAX_BATCH = 16
 #: prompts per call of the upscaling half (image-sized features per prompt: ~8 MB each)
@@ -179,6 +188,11 @@ class _Decoder:
     def max_batch(self) -> int:
         return self.tokens.max_batch
 
+    @property
+    def replicas(self) -> int:
+        """How many batches may run at once (one per worker thread)."""
+        return self.tokens.replicas
+
     def run(self, n: int, features: np.ndarray, sparse: np.ndarray):
         """(hyper_in, iou, per-prompt state for `masks_for`) of n prompts."""
         outs = self.tokens.run(n, **{IMAGE_INPUT: features, SPARSE_INPUT: sparse})
@@ -217,21 +231,21 @@ def points_to_masks_for(sam) -> _Decoder:
         dec = _BUCKETS.get(sam)
         if dec is None:
             config = sam.config
+            replicas = max(1, min(REPLICAS, sam.profile.effective_threads))
+            kw = dict(profile=sam.profile, weights=sam.weights, replicas=replicas)
             if factored_supported(config):
                 tokens = BatchBuckets(lambda n: build_factored_tokens(config, n), MAX_BATCH,
-                                      sam.profile, sam.weights, batched=[SPARSE_INPUT],
-                                      slow=[IMAGE_INPUT])
+                                      batched=[SPARSE_INPUT], slow=[IMAGE_INPUT], **kw)
                 masks = BatchBuckets(lambda n: build_factored_masks(config, n),
-                                     MASKS_MAX_BATCH, sam.profile, sam.weights,
-                                     batched=[HYPER_INPUT, *FACTOR_INPUTS], slow=[IMAGE_INPUT])
+                                     MASKS_MAX_BATCH, batched=[HYPER_INPUT, *FACTOR_INPUTS],
+                                     slow=[IMAGE_INPUT], **kw)
                 dec = _Decoder(tokens, masks, True)
             else:
                 tokens = BatchBuckets(lambda n: build_points_to_tokens(config, n),
-                                      PLAIN_MAX_BATCH, sam.profile, sam.weights,
-                                      batched=[SPARSE_INPUT], slow=[IMAGE_INPUT])
+                                      PLAIN_MAX_BATCH, batched=[SPARSE_INPUT],
+                                      slow=[IMAGE_INPUT], **kw)
                 masks = BatchBuckets(lambda n: build_tokens_to_masks(config, n),
-                                     MASKS_MAX_BATCH, sam.profile, sam.weights,
-                                     batched=[KEYS_INPUT, HYPER_INPUT])
+                                     MASKS_MAX_BATCH, batched=[KEYS_INPUT, HYPER_INPUT], **kw)
                 dec = _Decoder(tokens, masks, False)
             _BUCKETS[sam] = dec
         return dec
@@ -310,8 +324,10 @@ class SamAutomaticMaskGenerator:
         self.model = model
         # no click graph compiled in the background: the generator decodes with its own
         self.predictor = SamPredictor(model, prefetch_click=False)
-        #: seconds per step of the last generate() (encoder, decoder, stats, ...)
+        #: seconds per step of the last generate() (encoder, decoder, stats, ...); steps
+        #: that run on several worker threads add up their busy seconds
         self.timings: Dict[str, float] = {}
+        self._timings_lock = threading.Lock()
 
     # ---- public entry points -------------------------------------------------------------
 
@@ -404,7 +420,10 @@ class SamAutomaticMaskGenerator:
         return self._records(cand, crops, (h, w))
 
     def _add(self, key: str, t0: float) -> None:
-        self.timings[key] = self.timings.get(key, 0.0) + time.perf_counter() - t0
+        """Add the seconds since ``t0`` to step ``key`` (summed over worker threads)."""
+        dt = time.perf_counter() - t0
+        with self._timings_lock:
+            self.timings[key] = self.timings.get(key, 0.0) + dt
 
     def _embedding(self, image, box, predictor):
         """(features, input_size, crop size) of one crop: reused, or encoded now."""
@@ -420,55 +439,31 @@ class SamAutomaticMaskGenerator:
         return p.features, tuple(p.input_size), tuple(p.original_size)
 
     def _process_crop(self, image, box, layer, orig_size, predictor, batch_done) -> _Crop:
-        c = self.model.config
         features, input_size, size = self._embedding(image, box, predictor)
         crop = _Crop(box=list(box), input_size=input_size, size=size)
         ch, cw = size
         points = self.point_grids[layer] * np.array([[cw, ch]], np.float64)
         decoder = points_to_masks_for(self.model)
         per = decoder.max_batch
-        thr = float(c.mask_threshold)
-        orig_box = [0, 0, orig_size[1], orig_size[0]]
-        for start in range(0, len(points), per):
-            pts = points[start:start + per]
-            n = len(pts)
-            t0 = time.perf_counter()
-            coords = apply_coords(pts, size, c.image_size).astype(np.float32)
-            sparse = prompt_encoding.embed_points(coords[:, None, :], np.ones((n, 1), np.int64),
-                                                  True, self.model.weights,
-                                                  input_image_size=c.image_size)
-            hyper, iou, state = decoder.run(n, features, np.ascontiguousarray(sparse))
-            k = iou.shape[1]
-            iou = iou.reshape(n * k)
-            pts_rep = np.repeat(pts, k, axis=0)
-            keep = np.flatnonzero(iou > self.pred_iou_thresh) if self.pred_iou_thresh > 0 \
-                else np.arange(n * k)
-            # masks only for the prompts with a mask left after the IoU filter
-            need = np.unique(keep // k)
-            side = c.mask_input_size
-            low = np.zeros((0, side, side), np.float32)
-            if need.size:
-                low = decoder.masks_for(features, hyper, state, need)
-                low = low.reshape(len(need) * k, *low.shape[2:])
-            del state
-            row = np.searchsorted(need, keep // k) * k + keep % k  # kept mask -> row of low
-            self._add("decoder", t0)
-            t0 = time.perf_counter()
-            counts, boxes = mask_stats(low[row], input_size, size, c.image_size, thr,
-                                       self.stability_score_offset)
-            with np.errstate(invalid="ignore", divide="ignore"):
-                stability = counts[:, 1].astype(np.float32) / counts[:, 2].astype(np.float32)
-            ok = stability >= self.stability_score_thresh if self.stability_score_thresh > 0 \
-                else np.ones(len(keep), bool)
-            ok &= ~box_near_crop_edge(boxes, box, orig_box)
-            sel = keep[ok]
-            crop.low.append(low[row[ok]])
-            crop.iou.append(iou[sel])
-            crop.stability.append(stability[ok])
-            crop.points.append(pts_rep[sel])
-            crop.boxes.append(boxes[ok])
-            self._add("filter", t0)
-            batch_done(len(sel))
+        batches = [points[s:s + per] for s in range(0, len(points), per)]
+
+        def work(pts):
+            return self._decode_batch(decoder, features, pts, box, orig_size, input_size, size)
+
+        def collect(parts) -> None:
+            for name, part in zip(("low", "iou", "stability", "points", "boxes"), parts):
+                getattr(crop, name).append(part)
+            batch_done(len(parts[1]))
+
+        if decoder.replicas > 1 and len(batches) > 1:
+            # one batch per replica at a time; map() hands results back in batch order
+            with ThreadPoolExecutor(decoder.replicas, thread_name_prefix="rlx-everything") \
+                    as pool:
+                for parts in pool.map(work, batches):
+                    collect(parts)
+        else:
+            for pts in batches:
+                collect(work(pts))
         t0 = time.perf_counter()
         for name in ("low", "iou", "stability", "points", "boxes"):
             parts = getattr(crop, name)
@@ -479,6 +474,49 @@ class SamAutomaticMaskGenerator:
                 setattr(crop, name, getattr(crop, name)[keep])
         self._add("nms", t0)
         return crop
+
+    def _decode_batch(self, decoder, features, pts, box, orig_size, input_size, size):
+        """(low-res logits, iou, stability, points, boxes) of one batch's surviving masks.
+
+        Runs on the generator's worker threads: touches nothing shared but the
+        timings (under a lock) and the decoder (whose buckets hand each call a
+        replica of its own).
+        """
+        c = self.model.config
+        thr = float(c.mask_threshold)
+        n = len(pts)
+        t0 = time.perf_counter()
+        coords = apply_coords(pts, size, c.image_size).astype(np.float32)
+        sparse = prompt_encoding.embed_points(coords[:, None, :], np.ones((n, 1), np.int64),
+                                              True, self.model.weights,
+                                              input_image_size=c.image_size)
+        hyper, iou, state = decoder.run(n, features, np.ascontiguousarray(sparse))
+        k = iou.shape[1]
+        iou = iou.reshape(n * k)
+        pts_rep = np.repeat(pts, k, axis=0)
+        keep = np.flatnonzero(iou > self.pred_iou_thresh) if self.pred_iou_thresh > 0 \
+            else np.arange(n * k)
+        # masks only for the prompts with a mask left after the IoU filter
+        need = np.unique(keep // k)
+        side = c.mask_input_size
+        low = np.zeros((0, side, side), np.float32)
+        if need.size:
+            low = decoder.masks_for(features, hyper, state, need)
+            low = low.reshape(len(need) * k, *low.shape[2:])
+        del state
+        row = np.searchsorted(need, keep // k) * k + keep % k  # kept mask -> row of low
+        self._add("decoder", t0)
+        t0 = time.perf_counter()
+        counts, boxes = mask_stats(low[row], input_size, size, c.image_size, thr,
+                                   self.stability_score_offset)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            stability = counts[:, 1].astype(np.float32) / counts[:, 2].astype(np.float32)
+        ok = stability >= self.stability_score_thresh if self.stability_score_thresh > 0 \
+            else np.ones(len(keep), bool)
+        ok &= ~box_near_crop_edge(boxes, box, [0, 0, orig_size[1], orig_size[0]])
+        sel = keep[ok]
+        self._add("filter", t0)
+        return low[row[ok]], iou[sel], stability[ok], pts_rep[sel], boxes[ok]
 
     def _merge(self, crops: Sequence[_Crop]) -> Dict[str, np.ndarray]:
         """All crops' survivors in the image frame, with (crop, index) back-references."""
