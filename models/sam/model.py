@@ -36,6 +36,7 @@ from .debug import DebugOptions
 from .encoder import ENCODER, NECK, build_encoder, build_neck
 from .image import load_image, preprocess
 from .prompt_graph import CLICK_BUCKET, PROMPT_SUBGRAPHS, decoder_for
+from .prefetch import cancel_image_stage, start_image_stage
 from .weights import SyntheticWeightsWarning, load_checkpoint, synthetic_weights
 
 __all__ = ["Sam", "SamPredictor", "ImageNotSetError", "build_sam", "sam_model_registry",
@@ -200,6 +201,9 @@ class SamPredictor:
         self.input_size: Optional[Tuple[int, int]] = input_size
         self.features: Optional[np.ndarray] = features
         self.is_image_set = True
+        # The click graph's image-only stage runs now, in the background (models.sam.prefetch).
+        if self.prefetch_click:
+            start_image_stage(self)
 
     def get_image_embedding(self) -> np.ndarray:
         """The embedding of the current image: float32 ``[1, C, g, g]`` ([1, 256, 64, 64]).
@@ -226,6 +230,7 @@ class SamPredictor:
 
     def reset_image(self) -> None:
         """Forget the current image."""
+        cancel_image_stage(self)
         self.is_image_set = False
         self.features = None
         self.original_size = None

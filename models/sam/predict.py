@@ -42,6 +42,7 @@ from rlx.errors import InputError
 from . import prompt_encoding
 from .config import SamConfig
 from .postprocess import postprocess_binary, postprocess_masks
+from .prefetch import start_image_stage
 from .prompt_graph import MAX_SPARSE_TOKENS, PromptDecoder, decoder_for
 from .transforms import apply_boxes, apply_coords, get_preprocess_shape
 
@@ -292,3 +293,6 @@ def set_image_embedding(predictor, embedding: np.ndarray, original_size: Sequenc
     predictor.original_size = (h, w)
     predictor.input_size = input_size
     predictor.is_image_set = True
+    # the click graph's image-only stage, in the background (models.sam.prefetch)
+    if getattr(predictor, "prefetch_click", False):
+        start_image_stage(predictor)

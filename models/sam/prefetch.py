@@ -1,26 +1,40 @@
 """What a `SamPredictor` prepares in the background so that the first click finds it ready.
 
-Two one-time costs used to land on the first ``predict`` of a process:
+One-time costs that used to land on the first ``predict`` of a process:
 
 * loading numba and the mask post-processing kernels from numba's cache
   (`postprocess_kernels.prefetch`, started when a predictor is created);
 * building the one-click prompt graph, linking its cached plan and binding
   its weights (`PromptDecoder.prefetch` of `prompt_graph.CLICK_BUCKET`,
   started by ``set_image`` before the encoder runs: the encoder's kernels run
-  in native code with the GIL released, so the compile overlaps them).
+  in native code with the GIL released, so the compile overlaps them), then
+  *priming* it: one run on zeros, forgotten (`rlx.runtime.staged`), which maps
+  its arenas in and does every kernel's first-call work -- on this project's
+  2-core VM a fresh page cost up to ~100 us to map, and the first click used
+  to spend 100-200 ms on exactly that;
+* per image: the click graph's image-only stage (the embedding in token
+  layout, the first layer's projections of it) and the post-processing
+  tables for the image's size -- `start_image_stage`, started by
+  ``set_image`` (and `predict.set_image_embedding`) as soon as the embedding
+  exists, so that a click arriving a moment later only runs the per-click
+  part. A click arriving sooner waits for it (the same lock) instead of doing
+  it twice; a new image cancels the job if it has not begun, and a job that
+  has begun skips what is left once its image is no longer the current one.
 
-Both go through `rlx.runtime.background` (one job at a time; a failing job
-is dropped and the first use does the work and reports the error). A first
-``predict`` arriving before a job ends waits for it (the same lock) instead
-of doing the work twice. ``RLX_SAM_PREFETCH=0`` turns both off: everything
-then happens on first use, as a library user without spare cores may want.
+All go through `rlx.runtime.background` (one job at a time; a failing job is
+dropped and the first use does the work and reports the error).
+``RLX_SAM_PREFETCH=0`` turns them all off: everything then happens on first
+use, as a library user without spare cores may want.
 """
 
 from __future__ import annotations
 
 import os
+from typing import Optional
 
-__all__ = ["ENV", "enabled"]
+import numpy as np
+
+__all__ = ["ENV", "enabled", "start_image_stage", "cancel_image_stage"]
 
 ENV = "RLX_SAM_PREFETCH"
 
@@ -28,3 +42,54 @@ ENV = "RLX_SAM_PREFETCH"
 def enabled() -> bool:
     """False when ``RLX_SAM_PREFETCH=0``."""
     return os.environ.get(ENV, "1").strip() != "0"
+
+
+def cancel_image_stage(predictor) -> None:
+    """Cancel `predictor`'s pending image-stage job (its image is being replaced)."""
+    job = getattr(predictor, "_image_stage_job", None)
+    if job is not None:
+        job.cancel()
+        predictor._image_stage_job = None
+
+
+def start_image_stage(predictor) -> Optional[object]:
+    """Start the per-image warm-up for `predictor`'s current embedding in the background.
+
+    Runs the image-only stage of every prompt graph compiled so far (the one-click
+    graph first) and computes the post-processing tables of the image's size.
+    Returns the `rlx.runtime.background.Job`, or None when prefetching is off or no
+    image is set. A previous job of the predictor still waiting for its turn is
+    cancelled.
+    """
+    cancel_image_stage(predictor)
+    if not enabled() or not getattr(predictor, "is_image_set", False):
+        return None
+    from rlx.runtime import background
+
+    from .prompt_graph import decoder_for
+
+    features = predictor.features
+    original_size, input_size = predictor.original_size, predictor.input_size
+    decoder = decoder_for(predictor.model)
+
+    def current() -> bool:
+        return predictor.features is features
+
+    def job() -> None:
+        decoder.prepare_image(features, current)
+        if current():
+            _warm_postprocess(decoder.config, input_size, original_size)
+
+    predictor._image_stage_job = background.start(job, name="rlx-sam-image-stage")
+    return predictor._image_stage_job
+
+
+def _warm_postprocess(config, input_size, original_size) -> None:
+    """Post-process zeros of a click's shape: builds (and caches) the upscaling tables of
+    this image size and runs the kernels once."""
+    from .postprocess import postprocess_binary
+
+    s = 4 * config.image_embedding_size
+    low = np.zeros((1, config.num_multimask_outputs, s, s), np.float32)
+    postprocess_binary(low, input_size, original_size, config.image_size,
+                       float(config.mask_threshold))

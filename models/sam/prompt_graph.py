@@ -136,6 +136,7 @@ class PromptDecoder:
         self._buckets: Dict[Bucket, StagedGraph] = {}
         self._lock = threading.RLock()
         self._prefetching: Dict[Bucket, threading.Thread] = {}
+        self._primed: set = set()
 
     def bucket(self, num_sparse: int, has_mask: bool) -> StagedGraph:
         key = (int(num_sparse), bool(has_mask))
@@ -166,8 +167,38 @@ class PromptDecoder:
             if running is not None and running.is_alive():
                 return None
             self._prefetching[key] = thread = background.start(
-                lambda: self.bucket(*key), name=f"rlx-sam-prefetch-{bucket_name(*key)}")
+                lambda: self.warm(*key), name=f"rlx-sam-prefetch-{bucket_name(*key)}")
             return thread
+
+    def warm(self, num_sparse: int, has_mask: bool) -> StagedGraph:
+        """Compile and bind a bucket, then prime it once (`StagedGraph.prime`: a run on
+        zeros, forgotten) so that its first real call runs like a later one."""
+        key = (int(num_sparse), bool(has_mask))
+        compiled = self.bucket(*key)
+        with self._lock:
+            if key not in self._primed:
+                compiled.prime()
+                self._primed.add(key)
+        return compiled
+
+    def prepare_image(self, embedding: np.ndarray, current=lambda: True) -> int:
+        """Run the image-only stage of every compiled bucket for `embedding` now.
+
+        For a background job started when a new image embedding exists: the first
+        click then finds the per-image work done (the staged graphs recognise the
+        same read-only array). `current()` is asked before each bucket, under the
+        lock the clicks take: once it says False (another image was set), the rest
+        is skipped. The one-click bucket goes first. Returns how many slow stages ran.
+        """
+        ran = 0
+        with self._lock:
+            keys = sorted(self._buckets, key=lambda k: k != CLICK_BUCKET)
+        for key in keys:
+            with self._lock:
+                if not current():
+                    break
+                ran += bool(self._buckets[key].prepare(**{IMAGE_INPUT: embedding}))
+        return ran
 
     @property
     def buckets(self) -> Dict[Bucket, StagedGraph]:

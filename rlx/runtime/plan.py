@@ -5,6 +5,15 @@ view of every intermediate into it, the weights (derived ones materialized).
 A call validates the inputs, allocates only the outputs it returns, and then
 is a loop of kernel calls. A plan is not re-entrant: one call at a time (the
 arena is shared between calls).
+
+Priming (`prime`) moves a plan's first-call costs off the first real call:
+measured on SAM's prompt graph (a 2-core VM), the first call took 2-10x the
+later ones although it computes the same, because fresh memory is mapped on
+first touch -- an arena page fault cost up to ~100 us there (the host backs
+guest pages lazily), ~1000 of them per arena -- and because the first call of
+each kernel builds its per-call state (pointer arrays, address caches) and
+leaves malloc holding the outputs' memory. A caller that knows a plan will be
+wanted (a click after an image is encoded) primes it in the background.
 """
 
 from __future__ import annotations
@@ -62,6 +71,31 @@ class ExecutablePlan:
     @property
     def arena_bytes(self) -> int:
         return self.memory.arena_bytes
+
+    # ---- priming ------------------------------------------------------------------
+
+    def example_inputs(self) -> list[np.ndarray]:
+        """Zeros of every input's shape and dtype (what `prime` runs on by default)."""
+        return [np.zeros(v.shape, dtype=v.type.np_dtype) for v in self.graph.inputs]
+
+    def prime(self, inputs=None, run: bool = True) -> None:
+        """Do a first call's one-time work now, so that the next call runs like a later one.
+
+        Writes every page of the arena (mapping it in), then, with `run`, runs the plan
+        once on `inputs` (default: `example_inputs`, zeros) and drops the results: every
+        kernel's first-call work happens and the outputs' memory is left with malloc.
+        The results of later calls are unaffected -- every call computes each
+        intermediate before reading it, whatever the arena held. Give `inputs` when
+        zeros are not a valid input of the graph. Like `run`, not concurrently with
+        another call of this plan.
+        """
+        if self.weights is None:
+            from rlx.errors import RlxError
+
+            raise RlxError(f"graph {self.graph.name}: bind weights before priming")
+        self._arena.fill(0)
+        if run:
+            self.run(self.example_inputs() if inputs is None else inputs)
 
     # ---- running ------------------------------------------------------------------
 

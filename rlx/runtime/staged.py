@@ -21,6 +21,12 @@ How a slow input is recognised as unchanged:
 Results that come from the kept slow stage are returned as copies, so a
 caller cannot corrupt them. Like a compiled graph, a staged graph runs one
 call at a time.
+
+`prime()` runs both stages once on example inputs (zeros unless given) and
+forgets the result (see `rlx.runtime.plan.ExecutablePlan.prime`): the first
+real call then pays neither stage's first-call costs. `prepare(slow inputs)`
+runs the slow stage ahead of the first call that needs it -- e.g. on a
+background thread as soon as a new image embedding exists.
 """
 
 from __future__ import annotations
@@ -106,6 +112,25 @@ class StagedGraph:
             s.bind(weights)
         self.forget()
         return self
+
+    def prime(self, *inputs, **named) -> None:
+        """Run both stages once on example inputs (default: zeros) and forget the result.
+
+        Afterwards the graph is as if never called (no kept slow-stage results,
+        `slow_runs` unchanged), except that its first-call costs are paid.
+        """
+        if inputs or named:
+            arrays = check_inputs(self.hir, named if named else list(inputs))
+        else:
+            arrays = [np.zeros(v.shape, dtype=v.type.np_dtype) for v in self.hir.inputs]
+        for s in self.stages:
+            s.plan.prime(run=False)  # the whole arena, not only what this run touches
+        runs = self.slow_runs
+        try:
+            self.run(*arrays)
+        finally:
+            self.forget()
+            self.slow_runs = runs
 
     def forget(self) -> None:
         """Drop the kept slow-stage results (the next call recomputes them)."""
