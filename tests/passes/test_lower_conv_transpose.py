@@ -41,3 +41,15 @@ def test_kernel_equal_stride_becomes_matmul_and_depth_to_space(xs, ws, bias, str
 def test_other_transposed_convolutions_are_left_alone(ws, attrs):
     new = check_pass("lower-conv-transpose", _convt((1, 4, 3, 3), ws, **attrs), exact=True)
     assert new.op_counts() == {"conv_transpose2d": 1}
+
+
+def test_bias_is_added_to_the_gemm_rows_before_the_depth_to_space():
+    """The bias goes on the product's rows (o, i, j), so GEMM fusion makes it the epilogue
+    and the depth-to-space is a plain copy (no separate bias pass over the scattered output)."""
+    new = check_pass("lower-conv-transpose", _convt((1, 4, 5, 6), (4, 3, 2, 2), True, stride=2))
+    add = next(n for n in new.nodes if n.op == "add")
+    assert {v.producer.op for v in add.inputs if v.producer is not None} >= {"matmul"}
+    assert add.output.shape == (1, 3 * 2 * 2, 5 * 6)  # [N, Cout*kh*kw, H*W]: before the scatter
+    from rlx.passes import PassOptions, get_pass
+    fused = get_pass("fuse")(get_pass("fold-constants")(new, PassOptions()), PassOptions())
+    assert "add" not in fused.op_counts()  # absorbed as the GEMM's epilogue
