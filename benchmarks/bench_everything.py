@@ -116,12 +116,12 @@ def child(system: str, model: str, checkpoint: str, crop_layers: int, threads: i
             warnings.simplefilter("ignore")
             sam = build_sam(model, checkpoint=checkpoint, profile="default")
         gen = SamAutomaticMaskGenerator(sam, progress=False, **params)
-        from models.sam.automatic import MAX_BATCH
+        from models.sam.automatic import MAX_BATCH, REPLICAS
 
-        # warm-up: compile the full-batch graphs of both decoder halves and the kernels
-        # (a grid of at least MAX_BATCH points holds a full batch; with the IoU filter off
-        # every prompt is decoded)
-        side = math.ceil(math.sqrt(MAX_BATCH))
+        # warm-up: compile the full-batch graphs of both decoder halves and the kernels,
+        # every replica (a grid of at least MAX_BATCH * REPLICAS points holds a full batch
+        # per replica; with the IoU filter off every prompt is decoded)
+        side = math.ceil(math.sqrt(MAX_BATCH * REPLICAS))
         SamAutomaticMaskGenerator(sam, points_per_side=side, pred_iou_thresh=0.0,
                                   progress=False).generate(image[:300, :400])
         enc = _time_encoder(gen.predictor)
@@ -129,14 +129,32 @@ def child(system: str, model: str, checkpoint: str, crop_layers: int, threads: i
         records = gen.generate(image)
         total, cpu = time.perf_counter() - t0, _cpu_s() - c0
         steps = dict(gen.timings)
+        steps["decoder_gflop_per_prompt"] = _decoder_gflop_per_prompt(sam.config)
     return {"system": system, "crop_layers": crop_layers, "loose": loose, "generate_s": total,
             "encoder_s": enc["s"], "after_encoder_s": total - enc["s"], "masks": len(records),
             "cpu_s": cpu, "after_encoder_cpu_s": cpu - enc["cpu_s"],
             "steps": steps, "peak_rss_mb": _peak_rss_mb()}
 
 
+def _decoder_gflop_per_prompt(config) -> dict:
+    """GFLOP one more prompt adds to rlx's two decoder halves (matmuls and convolutions,
+    2 per multiply-add; the per-image work is not counted): with the prompt count, the
+    floor on the time after the encoder at a given FLOP rate (``benchmarks.fma_peak``)."""
+    from models.sam.automatic_factored import build_factored_masks, build_factored_tokens
+    from models.sam.prompt_graph import IMAGE_INPUT
+    from rlx.ir.analysis import graph_flops
+    from rlx.passes.split_stages import split_stages
+
+    out = {}
+    for name, build in (("tokens", build_factored_tokens), ("masks", build_factored_masks)):
+        per = [graph_flops(split_stages(build(config, b), [IMAGE_INPUT]).fast_graph)
+               for b in (1, 2)]
+        out[name] = (per[1] - per[0]) / 1e9
+    return out
+
+
 def _rounded(steps: dict) -> dict:
-    return {k: round(v, 2) for k, v in steps.items()}
+    return {k: round(v, 2) if isinstance(v, float) else v for k, v in steps.items()}
 
 
 def _run_child(system, model, checkpoint, crop_layers, threads, log, loose=False) -> dict:
