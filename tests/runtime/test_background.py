@@ -66,3 +66,25 @@ def test_a_child_forked_mid_job_runs_its_own_jobs():
     _, status = os.waitpid(pid, 0)
     assert os.WEXITSTATUS(status) == 0
     assert background.wait(10)
+
+
+def test_a_pending_job_can_be_cancelled_a_running_one_finishes():
+    release, started, ran = threading.Event(), threading.Event(), []
+
+    def hold():
+        started.set()
+        release.wait(10)
+        ran.append("held")
+
+    holder = background.start(hold, name="test-holder")
+    assert started.wait(10)
+    waiting = background.start(lambda: ran.append("cancelled one"), name="test-cancelled")
+    kept = background.start(lambda: ran.append("kept"), name="test-kept")
+    assert waiting.state == "pending" and waiting.cancel() and waiting.cancelled
+    assert waiting.cancel()                      # cancelling twice: still cancelled
+    assert holder.state == "running" and not holder.cancel()
+    release.set()
+    assert background.wait(10)
+    assert ran == ["held", "kept"]
+    assert holder.state == "done" and kept.state == "done" and waiting.state == "cancelled"
+    assert not kept.cancel()                     # too late: it ran
