@@ -99,7 +99,16 @@ class ExecutablePlan:
 
     # ---- running ------------------------------------------------------------------
 
-    def run(self, inputs) -> list[np.ndarray]:
+    def run(self, inputs, out: Sequence[np.ndarray | None] | None = None) -> list[np.ndarray]:
+        """The outputs for `inputs` (by position or name).
+
+        `out` (optional, one entry per output, None to skip) gives arrays to write
+        outputs into instead of fresh memory -- e.g. the previous call's results, when
+        the caller no longer needs them: no new pages to map. An entry is used when its
+        output is computed by the plan (not an input, weight or view) and the array is
+        C-contiguous, writeable and of the output's shape and dtype; otherwise the
+        output gets fresh memory as usual. Used entries are the arrays returned.
+        """
         if self.weights is None:
             from rlx.errors import RlxError
 
@@ -109,6 +118,12 @@ class ExecutablePlan:
         for v, a in zip(self.graph.inputs, arrays):
             env[id(v)] = np.require(a, requirements="C")  # keeps rank 0 (ascontiguousarray would not)
         fresh = self.memory.fresh
+        if out is not None:
+            for v, buf in zip(self.graph.outputs, out):
+                if (buf is not None and id(v) in fresh and id(v) not in env
+                        and buf.shape == v.shape and buf.dtype == v.type.np_dtype
+                        and buf.flags.c_contiguous and buf.flags.writeable):
+                    env[id(v)] = buf
         profiling = timing.enabled()
         gname = self.graph.name
         t_start = time.perf_counter()

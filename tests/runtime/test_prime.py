@@ -127,3 +127,29 @@ def test_a_primed_staged_graph_is_as_if_never_called(profile):
         for g, w in zip(got, want):
             np.testing.assert_array_equal(g, w)
     assert staged.slow_runs == 2
+
+
+@pytest.mark.parametrize("profile", PROFILES)
+def test_run_writes_into_given_output_arrays(profile):
+    graph = _graph()
+    compiled = compile_graph(graph, profile, WEIGHTS)
+    first = compiled.plan.run(_inputs(1))
+    wrong = np.empty((3,), np.float32)                   # wrong shape: ignored
+    again = compiled.plan.run(_inputs(2), out=[first[0], wrong, None])
+    assert again[0] is first[0] and again[1] is not wrong and again[2] is not first[2]
+    for g, r in zip(again, run_graph(graph, _inputs(2), WEIGHTS)):
+        np.testing.assert_allclose(g, r, rtol=2e-4, atol=2e-4)
+
+
+@pytest.mark.parametrize("profile", PROFILES)
+def test_slow_reruns_reuse_the_memory_of_the_primed_and_previous_runs(profile):
+    graph = _graph()
+    staged = compile_staged(graph, profile, WEIGHTS, slow=["img"])
+    staged.prime()
+    spare = list(staged._spare)
+    for seed in (1, 2, 3):
+        got = staged(*_inputs(seed))
+        assert all(k is s for k, s in zip(staged._kept, spare))
+        for g, r in zip(got, run_graph(graph, _inputs(seed), WEIGHTS)):
+            np.testing.assert_allclose(g, r, rtol=2e-4, atol=2e-4)
+    assert staged.slow_runs == 3
