@@ -35,8 +35,8 @@ from .config import CONFIGS, SamConfig, get_config
 from .debug import DebugOptions
 from .encoder import ENCODER, NECK, build_encoder, build_neck
 from .image import load_image, preprocess
-from .prompt_graph import CLICK_BUCKET, PROMPT_SUBGRAPHS, decoder_for
-from .prefetch import cancel_image_stage, start_image_stage
+from .prompt_graph import PROMPT_SUBGRAPHS
+from .prefetch import cancel_image_stage, start_click_warmup, start_image_stage
 from .weights import SyntheticWeightsWarning, load_checkpoint, synthetic_weights
 
 __all__ = ["Sam", "SamPredictor", "ImageNotSetError", "build_sam", "sam_model_registry",
@@ -189,10 +189,11 @@ class SamPredictor:
         x, input_size, original_size = preprocess(array, c.image_size, c.pixel_mean,
                                                   c.pixel_std, image_format=image_format)
         self.reset_image()
-        # The one-click prompt graph compiles (a plan-cache hit: linking and binding) on a
-        # background thread while the encoder runs in native code (models.sam.prefetch).
+        # The one-click prompt graph compiles (a plan-cache hit: linking and binding) and is
+        # primed, and the post-processing of this size warms up, on a background thread
+        # while the encoder runs in native code (models.sam.prefetch).
         if self.prefetch_click:
-            decoder_for(self.model).prefetch(*CLICK_BUCKET)
+            start_click_warmup(self, input_size, original_size)
         features = self.model.image_embedding(x)
         # Read-only until the next set_image: prompt graphs keep work derived from it and
         # recognise an unchanged embedding by identity (rlx.runtime.staged).

@@ -12,14 +12,17 @@ One-time costs that used to land on the first ``predict`` of a process:
   its arenas in and does every kernel's first-call work -- on this project's
   2-core VM a fresh page cost up to ~100 us to map, and the first click used
   to spend 100-200 ms on exactly that;
+* per image size, known before the encoder runs: the post-processing tables
+  (upscaling matrices of that size) and the kernels' first run
+  (`start_click_warmup`, with the compile above);
 * per image: the click graph's image-only stage (the embedding in token
-  layout, the first layer's projections of it) and the post-processing
-  tables for the image's size -- `start_image_stage`, started by
-  ``set_image`` (and `predict.set_image_embedding`) as soon as the embedding
-  exists, so that a click arriving a moment later only runs the per-click
-  part. A click arriving sooner waits for it (the same lock) instead of doing
-  it twice; a new image cancels the job if it has not begun, and a job that
-  has begun skips what is left once its image is no longer the current one.
+  layout, the first layer's projections of it) -- `start_image_stage`,
+  started by ``set_image`` (and `predict.set_image_embedding`) as soon as
+  the embedding exists, so that a click arriving a moment later only runs
+  the per-click part. A click arriving sooner waits for it (the same lock)
+  instead of doing it twice; a new image cancels the job if it has not
+  begun, and a job that has begun skips what is left once its image is no
+  longer the current one.
 
 All go through `rlx.runtime.background` (one job at a time; a failing job is
 dropped and the first use does the work and reports the error).
@@ -34,7 +37,7 @@ from typing import Optional
 
 import numpy as np
 
-__all__ = ["ENV", "enabled", "start_image_stage", "cancel_image_stage"]
+__all__ = ["ENV", "enabled", "start_click_warmup", "start_image_stage", "cancel_image_stage"]
 
 ENV = "RLX_SAM_PREFETCH"
 
@@ -45,23 +48,44 @@ def enabled() -> bool:
 
 
 def cancel_image_stage(predictor) -> None:
-    """Cancel `predictor`'s pending image-stage job (its image is being replaced)."""
-    job = getattr(predictor, "_image_stage_job", None)
-    if job is not None:
-        job.cancel()
-        predictor._image_stage_job = None
+    """Cancel `predictor`'s warm-up jobs for its image still waiting for their turn (the
+    image is being replaced)."""
+    for attr in ("_image_stage_job", "_size_job"):
+        job = getattr(predictor, attr, None)
+        if job is not None:
+            job.cancel()
+            setattr(predictor, attr, None)
+
+
+def start_click_warmup(predictor, input_size, original_size) -> None:
+    """Before the encoder runs: compile and prime the one-click graph
+    (`PromptDecoder.prefetch`), then warm the post-processing for this image size."""
+    if not enabled():
+        return
+    from rlx.runtime import background
+
+    from .prompt_graph import CLICK_BUCKET, decoder_for
+
+    decoder = decoder_for(predictor.model)
+    decoder.prefetch(*CLICK_BUCKET)
+    config = decoder.config
+    predictor._size_job = background.start(
+        lambda: _warm_postprocess(config, input_size, original_size),
+        name="rlx-sam-postprocess-size")
 
 
 def start_image_stage(predictor) -> Optional[object]:
     """Start the per-image warm-up for `predictor`'s current embedding in the background.
 
     Runs the image-only stage of every prompt graph compiled so far (the one-click
-    graph first) and computes the post-processing tables of the image's size.
-    Returns the `rlx.runtime.background.Job`, or None when prefetching is off or no
-    image is set. A previous job of the predictor still waiting for its turn is
-    cancelled.
+    graph first). Returns the `rlx.runtime.background.Job`, or None when prefetching
+    is off or no image is set. A previous job of the predictor still waiting for its
+    turn is cancelled.
     """
-    cancel_image_stage(predictor)
+    job = getattr(predictor, "_image_stage_job", None)
+    if job is not None:
+        job.cancel()
+    predictor._image_stage_job = None
     if not enabled() or not getattr(predictor, "is_image_set", False):
         return None
     from rlx.runtime import background
@@ -69,24 +93,19 @@ def start_image_stage(predictor) -> Optional[object]:
     from .prompt_graph import decoder_for
 
     features = predictor.features
-    original_size, input_size = predictor.original_size, predictor.input_size
     decoder = decoder_for(predictor.model)
 
     def current() -> bool:
         return predictor.features is features
 
-    def job() -> None:
-        decoder.prepare_image(features, current)
-        if current():
-            _warm_postprocess(decoder.config, input_size, original_size)
-
-    predictor._image_stage_job = background.start(job, name="rlx-sam-image-stage")
+    predictor._image_stage_job = background.start(
+        lambda: decoder.prepare_image(features, current), name="rlx-sam-image-stage")
     return predictor._image_stage_job
 
 
 def _warm_postprocess(config, input_size, original_size) -> None:
     """Post-process zeros of a click's shape: builds (and caches) the upscaling tables of
-    this image size and runs the kernels once."""
+    this image size and runs the kernels once (their outputs' memory is then malloc's)."""
     from .postprocess import postprocess_binary
 
     s = 4 * config.image_embedding_size

@@ -7,7 +7,8 @@ stage -- with masks identical to a predictor that does everything on the
 click; a second image gets its own stage run and correct masks; a new image
 cancels a job still waiting for its turn, and a job whose image was replaced
 meanwhile skips its work; ``set_image_embedding`` starts the job too;
-``RLX_SAM_PREFETCH=0`` and ``prefetch_click=False`` start nothing.
+``RLX_SAM_PREFETCH=0`` and ``prefetch_click=False`` start nothing; the
+post-processing tables of the image's size are built before the click.
 """
 
 from __future__ import annotations
@@ -141,3 +142,17 @@ def test_no_image_stage_when_prefetch_is_off(images, monkeypatch, how):
     assert background.wait(300)
     assert getattr(predictor, "_image_stage_job", None) is None
     assert decoder_for(sam).buckets[CLICK_BUCKET].slow_runs == 0
+
+
+def test_the_postprocessing_of_the_image_size_is_ready_before_the_click():
+    from models.sam import postprocess
+
+    sam = make_sam("reference")
+    predictor = SamPredictor(sam)
+    image = synthetic_images.make_image(211, 333, seed=9)  # a size no other test uses
+    predictor.set_image(image)
+    assert background.wait(300)
+    before = postprocess._fused_tables.cache_info()
+    predictor.predict(*CLICK)
+    after = postprocess._fused_tables.cache_info()
+    assert after.misses == before.misses and after.hits > before.hits
