@@ -114,7 +114,7 @@ class SegmentService:
         from ..predict import set_image_embedding
 
         side = int(round(MAX_BATCH ** 0.5))
-        predictor = SamPredictor(self.sam)
+        predictor = SamPredictor(self.sam, prefetch_click=False)  # never clicked
         set_image_embedding(predictor, self._blank(), (32, 48))
         gen = SamAutomaticMaskGenerator(self.sam, points_per_side=side, output_mode="coco_rle",
                                         progress=False)
@@ -236,7 +236,8 @@ class SegmentService:
         from ..predict import set_image_embedding
 
         t0 = time.perf_counter()
-        predictor = SamPredictor(self.sam)  # holds this image's embedding for the generator
+        # holds this image's embedding for the generator (never clicked: no click warm-up)
+        predictor = SamPredictor(self.sam, prefetch_click=False)
         set_image_embedding(predictor, entry.features, entry.original_size)
         # one at a time, and a second request is turned away rather than queued: a queued
         # request would hold one of the server's request threads, which uploads and clicks
