@@ -12,7 +12,16 @@ machine hits both alike; after warm-up calls. Reported: median and min per
 system, and the ratio of the medians rlx / torch (< 1: rlx is faster). The
 outputs are compared too (max abs difference), so a fast wrong answer shows.
 Nothing passes or fails on speed. ``--parts branch_1x,branch_0_5x`` times a subset
-(``neck`` for the whole neck).
+(``neck`` for the whole neck). ``--kernels`` then runs each timed rlx part
+``--repeat`` more times with per-kernel timing on (`rlx.runtime.timing`, after
+the timed rounds, so its clock reads do not touch them) and prints where the
+time went, kernel by kernel.
+
+On a shared machine, look at the per-kernel figures before reading much into
+a ratio: the branches' outputs are fresh allocations (85 MB for the 4x
+branch), and in a VM whose free huge pages run short their first touch
+sometimes costs 0.1-1.5 s of system time inside the last kernel, in either
+system's run.
 
 What rlx compiles here (default profile): the 3x3 convolutions as Winograd
 F(4x4, 3x3) (``lower-conv-winograd``; ``winograd = 0`` in a profile file
@@ -57,6 +66,8 @@ def main(argv=None) -> int:
     p.add_argument("--profile", default="default", help="rlx compile profile")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", type=Path, default=None)
+    p.add_argument("--kernels", action="store_true",
+                   help="after timing, print rlx's per-kernel times for the timed parts")
     p.add_argument("--parts", default="",
                    help="comma-separated subset to time (e.g. branch_1x,branch_0_5x); "
                         "default: every branch and the whole neck")
@@ -114,6 +125,21 @@ def main(argv=None) -> int:
         print(f"{part:<20}" + "".join(f"{med[k] * 1e3:>9.1f} / {min(times[k]) * 1e3:<6.1f}"
                                       for k in ("rlx", "torch"))
               + f"{row['ratio']:>11.2f}{diff:>12.2e}")
+    if args.kernels:
+        from rlx.runtime import timing
+        timing.reset()
+        timing.set_enabled(True)
+        try:
+            for part, fns in systems.items():
+                if wanted and part not in wanted and not (part.startswith("neck")
+                                                          and "neck" in wanted):
+                    continue
+                for _ in range(args.repeat):
+                    fns["rlx"](x)
+        finally:
+            timing.set_enabled(False)
+        print()
+        print(timing.report(top=30))
     if args.json:
         atomic_write_text(args.json, json.dumps({"threads": args.threads, "repeat": args.repeat,
                                                  "parts": wanted or "all",
