@@ -41,6 +41,9 @@ __all__ = ["ENV", "enabled", "start_click_warmup", "start_image_stage", "cancel_
 
 ENV = "RLX_SAM_PREFETCH"
 
+#: image sizes whose post-processing was warmed up in this process
+_warmed_sizes: set = set()
+
 
 def enabled() -> bool:
     """False when ``RLX_SAM_PREFETCH=0``."""
@@ -69,9 +72,16 @@ def start_click_warmup(predictor, input_size, original_size) -> None:
     decoder = decoder_for(predictor.model)
     decoder.prefetch(*CLICK_BUCKET)
     config = decoder.config
-    predictor._size_job = background.start(
-        lambda: _warm_postprocess(config, input_size, original_size),
-        name="rlx-sam-postprocess-size")
+    size = (tuple(input_size), tuple(original_size), config.image_size,
+            config.image_embedding_size, config.num_multimask_outputs)
+    if size in _warmed_sizes:  # the tables are cached per size: once is enough
+        return
+
+    def job() -> None:
+        _warm_postprocess(config, input_size, original_size)
+        _warmed_sizes.add(size)
+
+    predictor._size_job = background.start(job, name="rlx-sam-postprocess-size")
 
 
 def start_image_stage(predictor) -> Optional[object]:
