@@ -9,6 +9,7 @@ compiled (and its kernels cached) before any checkpoint is read.
 
 from __future__ import annotations
 
+import sys
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass, field
@@ -82,8 +83,21 @@ def lower(graph: Graph, profile: CompileProfile, backend: Backend | None = None,
     return pm.run(graph), pm
 
 
+#: outputs at least this large are recycled (see `CompiledGraph.run`)
+RECYCLE_MIN_BYTES = 1 << 20
+
+
 class CompiledGraph:
-    """A compiled subgraph. Call it with numpy inputs (positional or by name)."""
+    """A compiled subgraph. Call it with numpy inputs (positional or by name).
+
+    Outputs are the caller's arrays. A large output the caller has let go of
+    by the next call (no reference left but the graph's own) is written over
+    by that call instead of fresh memory: fresh memory is mapped in page by
+    page on first touch -- for the multi-MB outputs of a batch or a feature
+    map that cost as much as the kernel writing it, and on a busy VM's huge
+    pages far more. An output still referenced anywhere (a variable, a list,
+    a view of it) is never reused.
+    """
 
     def __init__(self, hir: Graph, graph: Graph, plan: ExecutablePlan, profile: CompileProfile,
                  report: CompileReport, backend: Backend, ctx: KernelContext):
@@ -94,6 +108,7 @@ class CompiledGraph:
         self.report = report
         self.backend = backend
         self._ctx = ctx
+        self._last: list | None = None  # the previous call's large outputs
 
     @property
     def name(self) -> str:
@@ -108,7 +123,22 @@ class CompiledGraph:
         return self
 
     def run(self, *inputs, **named) -> list[np.ndarray]:
-        return self.plan.run(named if named else list(inputs))
+        outs = self.plan.run(named if named else list(inputs), out=self._released())
+        self._last = [a if isinstance(a, np.ndarray) and a.nbytes >= RECYCLE_MIN_BYTES
+                      else None for a in outs]
+        return outs
+
+    def _released(self) -> list | None:
+        """The previous call's large outputs that nobody else references any more."""
+        last, self._last = self._last, None
+        if last is None:
+            return None
+        free = []
+        for i in range(len(last)):
+            a = last[i]
+            # referenced by `last`, by `a` and by getrefcount's argument: 3 when released
+            free.append(a if a is not None and sys.getrefcount(a) <= 3 else None)
+        return free
 
     __call__ = run
 
