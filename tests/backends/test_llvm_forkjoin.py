@@ -8,7 +8,6 @@ checked by the result of real kernels, never by timing.
 
 from __future__ import annotations
 
-import threading
 import time
 
 import numpy as np
@@ -18,6 +17,7 @@ from rlx.backends.llvm import forkjoin
 from rlx.ir import GraphBuilder
 from rlx.runtime import compile_graph
 from tests.backends.test_llvm_ops import LLVM
+from tests.support.threads import run_threads
 
 
 def _kernel(n_inputs: int, rows: int = 64):
@@ -79,21 +79,12 @@ def test_two_python_threads_running_plans_at_once():
     rng = np.random.default_rng(1)
     inputs = [rng.standard_normal((256, 1024), dtype=np.float32) for _ in range(2)]
     expected = [compiled[0](x)[0] for x in inputs]
-    errors = []
 
     def work(i):
-        try:
-            for _ in range(40):
-                np.testing.assert_array_equal(compiled[i](inputs[i])[0], expected[i])
-        except Exception as exc:  # reported by the main thread
-            errors.append(exc)
+        for _ in range(40):
+            np.testing.assert_array_equal(compiled[i](inputs[i])[0], expected[i])
 
-    threads = [threading.Thread(target=work, args=(i,)) for i in range(2)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert not errors, errors[0]
+    run_threads(work, 2)
 
 
 def _run_in_child(queue):

@@ -19,6 +19,7 @@ from rlx.errors import InputError
 from rlx.ir import GraphBuilder
 from rlx.runtime.buckets import BatchBuckets
 from rlx.runtime.profile import resolve_profile
+from tests.support.threads import run_threads
 
 RNG = np.random.default_rng(0)
 WEIGHTS = {"w": RNG.standard_normal((16, 16)).astype(np.float32)}
@@ -77,23 +78,12 @@ def test_concurrent_calls_get_their_own_answers(backend):
     batches = [np.random.default_rng(i).standard_normal((3 + i % 2, 8, 16)).astype(np.float32)
                for i in range(12)]
     got = [None] * len(batches)
-    errors = []
-    start = threading.Barrier(4)
 
     def worker(k):
-        try:
-            start.wait()
-            for i in range(k, len(batches), 4):
-                got[i] = buckets.run(len(batches[i]), x=batches[i], a=SHARED)[0]
-        except BaseException as e:  # surfaced below
-            errors.append(e)
+        for i in range(k, len(batches), 4):
+            got[i] = buckets.run(len(batches[i]), x=batches[i], a=SHARED)[0]
 
-    threads = [threading.Thread(target=worker, args=(k,)) for k in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert not errors, errors
+    run_threads(worker, 4)
     for x, g in zip(batches, got):
         np.testing.assert_allclose(g, _want(x), rtol=1e-5, atol=1e-5)
     # one bucket (4), four threads, two replicas: no copy ever ran two calls at once, two
