@@ -8,10 +8,11 @@ One-time costs that used to land on the first ``predict`` of a process:
   its weights (`PromptDecoder.prefetch` of `prompt_graph.CLICK_BUCKET`,
   started by ``set_image`` before the encoder runs: the encoder's kernels run
   in native code with the GIL released, so the compile overlaps them), then
-  *priming* it: one run on zeros, forgotten (`rlx.runtime.staged`), which maps
-  its arenas in and does every kernel's first-call work -- on this project's
-  2-core VM a fresh page cost up to ~100 us to map, and the first click used
-  to spend 100-200 ms on exactly that;
+  *priming* its memory (`rlx.runtime.staged`, ``prime(run=False)``): its
+  arenas and the image stage's result arrays are allocated and written, so
+  their pages are mapped in -- on this project's 2-core VM a fresh page cost
+  up to ~100 us to map, and the first click used to spend 100-200 ms on
+  exactly that (~1300 pages);
 * per image size, known before the encoder runs: the post-processing tables
   (upscaling matrices of that size) and the kernels' first run
   (`start_click_warmup`, with the compile above);

@@ -153,3 +153,25 @@ def test_slow_reruns_reuse_the_memory_of_the_primed_and_previous_runs(profile):
         for g, r in zip(got, run_graph(graph, _inputs(seed), WEIGHTS)):
             np.testing.assert_allclose(g, r, rtol=2e-4, atol=2e-4)
     assert staged.slow_runs == 3
+
+
+@pytest.mark.parametrize("profile", PROFILES)
+def test_priming_only_the_memory_runs_no_kernel_and_the_first_run_uses_it(profile):
+    graph = _graph()
+    staged = compile_staged(graph, profile, WEIGHTS, slow=["img"])
+    counted = []
+    for stage in staged.stages:
+        stage.plan.kernels = [_Counting(k) if k is not None else None for k in stage.plan.kernels]
+        counted += [k for k in stage.plan.kernels if k is not None]
+        stage.plan._arena[...] = 0xFF
+    staged.prime(run=False)
+    assert all(k.calls == 0 for k in counted)
+    assert all(not s.plan._arena.any() for s in staged.stages)  # written: mapped in
+    spare, snaps = list(staged._spare), list(staged._snaps)
+    assert spare and snaps and staged._kept is None and staged.slow_runs == 0
+    got = staged(*_inputs(4))
+    assert staged.slow_runs == 1
+    assert all(k is s for k, s in zip(staged._kept, spare))       # written over, not new
+    assert staged._snaps[0] is snaps[0]
+    for g, r in zip(got, run_graph(graph, _inputs(4), WEIGHTS)):
+        np.testing.assert_allclose(g, r, rtol=2e-4, atol=2e-4)
