@@ -19,8 +19,8 @@ reports, like the command's ``result.json``:
 * ``first_predict``: the first ``predict`` (the prompt graph's first run,
   and post-processing to the image size). In the background (see
   `models.sam.prefetch`), ``set_image`` compiles the graph -- a plan-cache
-  hit -- and primes it (one run on zeros: arenas mapped in, every kernel's
-  first call done) and warms the post-processing of the image's size while
+  hit -- and primes its memory (arenas and kept-result arrays written, so
+  mapped in) and warms the post-processing of the image's size while
   the encoder runs, then runs the graph's per-image stage once the embedding
   exists. With ``--pause 0`` (default) the click comes right after
   ``set_image`` returns and waits for that last job (the worst case); a
