@@ -38,7 +38,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import resource
 import statistics
@@ -119,11 +118,16 @@ def child(system: str, model: str, checkpoint: str, crop_layers: int, threads: i
         from models.sam.automatic import MAX_BATCH, REPLICAS
 
         # warm-up: compile the full-batch graphs of both decoder halves and the kernels,
-        # every replica (a grid of at least MAX_BATCH * REPLICAS points holds a full batch
-        # per replica; with the IoU filter off every prompt is decoded)
-        side = math.ceil(math.sqrt(MAX_BATCH * REPLICAS))
-        SamAutomaticMaskGenerator(sam, points_per_side=side, pred_iou_thresh=0.0,
-                                  progress=False).generate(image[:300, :400])
+        # every replica, and nothing else -- MAX_BATCH * REPLICAS prompts, so one full
+        # batch per replica (a real 32 x 32 grid is 64 such batches); with the IoU filter
+        # off every prompt is decoded, so the upscaling half compiles too
+        import numpy as np
+
+        n = MAX_BATCH * REPLICAS
+        grid = np.stack([np.linspace(0.05, 0.95, n), np.linspace(0.1, 0.9, n)], axis=1)
+        SamAutomaticMaskGenerator(sam, points_per_side=None, point_grids=[grid],
+                                  pred_iou_thresh=0.0, progress=False).generate(
+                                      image[:300, :400])
         enc = _time_encoder(gen.predictor)
         t0, c0 = time.perf_counter(), _cpu_s()
         records = gen.generate(image)

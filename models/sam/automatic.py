@@ -98,8 +98,9 @@ MAX_BATCH = 16
 REPLICAS = 2
 #: the same for the plain (unfactored) graphs, whose prompts carry a dense image each
 PLAIN_MAX_BATCH = 16
-#: prompts per call of the upscaling half (image-sized features per prompt: ~8 MB each)
-MASKS_MAX_BATCH = 8
+#: prompts per call of the upscaling half (image-sized features per prompt: ~17 MB of
+#: arena each, per replica)
+MASKS_MAX_BATCH = 4
 #: masks upscaled to the image at a time when encoding RLEs (bounds memory)
 _UPSCALE_CHUNK = 16
 
