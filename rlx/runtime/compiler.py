@@ -137,7 +137,13 @@ class CompiledGraph:
         for i in range(len(last)):
             a = last[i]
             # referenced by `last`, by `a` and by getrefcount's argument: 3 when released
-            free.append(a if a is not None and sys.getrefcount(a) <= 3 else None)
+            if a is None or sys.getrefcount(a) > 3:
+                free.append(None)
+                continue
+            base = a.base  # an output that views a buffer: nothing else may hold that either
+            # referenced by `a`, by `base` and by the argument
+            free.append(a if base is None or sys.getrefcount(base) <= 3 else None)
+            del base
         return free
 
     __call__ = run

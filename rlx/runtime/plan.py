@@ -107,7 +107,9 @@ class ExecutablePlan:
         the caller no longer needs them: no new pages to map. An entry is used when its
         output is computed by the plan (not an input, weight or view) and the array is
         C-contiguous, writeable and of the output's shape and dtype; otherwise the
-        output gets fresh memory as usual. Used entries are the arrays returned.
+        output gets fresh memory as usual. Used entries are the arrays returned. For an
+        output that is a reshape of a computed buffer, the given array's base is that
+        buffer and is what gets written (the returned output is a new view of it).
         """
         if self.weights is None:
             from rlx.errors import RlxError
@@ -120,7 +122,10 @@ class ExecutablePlan:
         fresh = self.memory.fresh
         if out is not None:
             for v, buf in zip(self.graph.outputs, out):
-                if (buf is not None and id(v) in fresh and id(v) not in env
+                root = self.memory.alias_of.get(id(v))
+                if buf is not None and root is not None and id(v) not in fresh:
+                    v, buf = root, buf.base  # a reshape of a computed buffer: write its base
+                if (isinstance(buf, np.ndarray) and id(v) in fresh and id(v) not in env
                         and buf.shape == v.shape and buf.dtype == v.type.np_dtype
                         and buf.flags.c_contiguous and buf.flags.writeable):
                     env[id(v)] = buf
