@@ -115,17 +115,12 @@ def child(system: str, model: str, checkpoint: str, crop_layers: int, threads: i
             warnings.simplefilter("ignore")
             sam = build_sam(model, checkpoint=checkpoint, profile="default")
         gen = SamAutomaticMaskGenerator(sam, progress=False, **params)
-        from models.sam.automatic import MAX_BATCH, REPLICAS
+        from models.sam.automatic import warmup_grid
 
         # warm-up: compile the full-batch graphs of both decoder halves and the kernels,
-        # every replica, and nothing else -- MAX_BATCH * REPLICAS prompts, so one full
-        # batch per replica (a real 32 x 32 grid is 64 such batches); with the IoU filter
-        # off every prompt is decoded, so the upscaling half compiles too
-        import numpy as np
-
-        n = MAX_BATCH * REPLICAS
-        grid = np.stack([np.linspace(0.05, 0.95, n), np.linspace(0.1, 0.9, n)], axis=1)
-        SamAutomaticMaskGenerator(sam, points_per_side=None, point_grids=[grid],
+        # every replica, and nothing else (a real 32 x 32 grid is 64 such batches); with
+        # the IoU filter off every prompt is decoded, so the upscaling half compiles too
+        SamAutomaticMaskGenerator(sam, points_per_side=None, point_grids=[warmup_grid()],
                                   pred_iou_thresh=0.0, progress=False).generate(
                                       image[:300, :400])
         enc = _time_encoder(gen.predictor)

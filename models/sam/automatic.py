@@ -87,7 +87,7 @@ from .postprocess import postprocess_binary
 from .prompt_graph import IMAGE_INPUT
 from .transforms import apply_coords
 
-__all__ = ["SamAutomaticMaskGenerator", "OUTPUT_MODES", "MAX_BATCH"]
+__all__ = ["SamAutomaticMaskGenerator", "OUTPUT_MODES", "MAX_BATCH", "warmup_grid"]
 
 OUTPUT_MODES = ("binary_mask", "uncompressed_rle", "coco_rle")
 #: prompts per compiled decoder call (see the module docstring)
@@ -103,6 +103,14 @@ PLAIN_MAX_BATCH = 16
 MASKS_MAX_BATCH = 4
 #: masks upscaled to the image at a time when encoding RLEs (bounds memory)
 _UPSCALE_CHUNK = 16
+
+
+def warmup_grid() -> np.ndarray:
+    """A point grid (normalised, for ``point_grids=[...]``) of exactly one full batch per
+    replica: a warm-up ``generate`` on it compiles every replica of the full-batch
+    graphs a 32 x 32 grid uses, and no other bucket."""
+    n = MAX_BATCH * REPLICAS
+    return np.stack([np.linspace(0.05, 0.95, n), np.linspace(0.1, 0.9, n)], axis=1)
 
 
 # ---- parameter checks ---------------------------------------------------------------------

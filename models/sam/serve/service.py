@@ -108,15 +108,16 @@ class SegmentService:
         mask_png(pred.masks[0])  # loads (or compiles) the PNG writer's DEFLATE kernel
 
     def warm_up_everything(self) -> None:
-        """Compile the segment-everything decoder (a full batch) on a blank embedding."""
-        from ..automatic import MAX_BATCH, SamAutomaticMaskGenerator
+        """Compile the segment-everything decoder (a full batch per replica) on a blank
+        embedding."""
+        from ..automatic import SamAutomaticMaskGenerator, warmup_grid
         from ..model import SamPredictor
         from ..predict import set_image_embedding
 
-        side = int(round(MAX_BATCH ** 0.5))
         predictor = SamPredictor(self.sam, prefetch_click=False)  # never clicked
         set_image_embedding(predictor, self._blank(), (32, 48))
-        gen = SamAutomaticMaskGenerator(self.sam, points_per_side=side, output_mode="coco_rle",
+        gen = SamAutomaticMaskGenerator(self.sam, points_per_side=None,
+                                        point_grids=[warmup_grid()], output_mode="coco_rle",
                                         progress=False)
         with self._everything_lock:
             gen.generate_from_predictor(predictor)

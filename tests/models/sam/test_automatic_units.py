@@ -285,3 +285,18 @@ def test_progress_only_on_a_terminal(sam, monkeypatch):
         SamAutomaticMaskGenerator(sam, points_per_side=2).generate(image)
         text = stream.getvalue()
         assert ("1/1 batches" in text) is expect, text
+
+
+def test_warmup_grid_compiles_only_the_full_batch_buckets():
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        fresh = build_sam(small_config(), checkpoint=None, seed=3)
+    grid = automatic.warmup_grid()
+    dec = automatic.points_to_masks_for(fresh)
+    assert grid.shape == (automatic.MAX_BATCH * dec.replicas, 2)
+    assert grid.min() >= 0.0 and grid.max() <= 1.0
+    SamAutomaticMaskGenerator(fresh, points_per_side=None, point_grids=[grid],
+                              pred_iou_thresh=0.0, progress=False).generate(
+                                  synthetic_images.make_image(60, 80, seed=1))
+    assert sorted(dec.tokens.compiled) == [automatic.MAX_BATCH]
+    assert sorted(dec.masks.compiled) == [automatic.MASKS_MAX_BATCH]
