@@ -8,7 +8,10 @@ One process, both systems on the same synthetic weights and input
 and then the whole neck (the four branches back to back, as
 ``Sam3Neck.__call__`` runs them) is timed in rounds that alternate the
 systems (rlx, torch, rlx, torch, ...), so load from other work on the
-machine hits both alike; after warm-up calls. Reported: median and min per
+machine hits both alike; after warm-up calls. Each timed call starts after
+``--settle`` seconds (default 0.05) of idling, so that it does not share the
+cores with the other system's still-spinning worker threads (``SETTLE_S``);
+``--settle 0`` times them back to back. Reported: median and min per
 system, and the ratio of the medians rlx / torch (< 1: rlx is faster). The
 outputs are compared too (max abs difference), so a fast wrong answer shows.
 Nothing passes or fails on speed. ``--parts branch_1x,branch_0_5x`` times a subset
@@ -43,15 +46,24 @@ from pathlib import Path
 
 from rlx.utils.fs import atomic_write_text
 
+#: idle time before each timed call: both systems leave worker threads spinning after a
+#: call (torch's OpenMP pool, rlx's fork-join worker, ~1 ms or more); on 2 cores the next
+#: call, whichever system's, then shares its cores with them. Measured 2026-12-05 (quiet,
+#: 2 threads): rlx's 0.5x branch 11.1 ms alone, 21.3 ms right after each torch call.
+SETTLE_S = 0.05
 
-def time_rounds(fns: dict, x, repeat: int, warmup: int) -> dict:
-    """name -> list of seconds; the systems alternate within every round."""
+
+def time_rounds(fns: dict, x, repeat: int, warmup: int, settle: float = 0.0) -> dict:
+    """name -> list of seconds; the systems alternate within every round, each timed call
+    after `settle` seconds of idling (see the module docstring)."""
     for fn in fns.values():
         for _ in range(warmup):
             fn(x)
     times = {name: [] for name in fns}
     for _ in range(repeat):
         for name, fn in fns.items():
+            if settle:
+                time.sleep(settle)
             t = time.perf_counter()
             fn(x)
             times[name].append(time.perf_counter() - t)
@@ -63,6 +75,8 @@ def main(argv=None) -> int:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--repeat", "-n", type=int, default=7)
     p.add_argument("--warmup", type=int, default=2)
+    p.add_argument("--settle", type=float, default=SETTLE_S,
+                   help="seconds of idling before each timed call (0: back to back)")
     p.add_argument("--profile", default="default", help="rlx compile profile")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", type=Path, default=None)
@@ -105,13 +119,13 @@ def main(argv=None) -> int:
         "rlx": lambda a: [c(a) for c in neck.branches],
         "torch": lambda a: [f(a) for f in peers]}
     print(f"SAM3 neck, [1,1024,72,72] -> 4 levels; rlx profile {profile.name} "
-          f"({profile.backend}), {args.threads} threads, {args.repeat} alternating rounds; "
-          f"ms (median / min)")
+          f"({profile.backend}), {args.threads} threads, {args.repeat} alternating rounds, "
+          f"{args.settle * 1e3:.0f} ms idle before each call; ms (median / min)")
     print(f"{'part':<20}{'rlx':>18}{'torch':>18}{'rlx/torch':>11}{'max |diff|':>12}")
     for part, fns in systems.items():
         if wanted and part not in wanted and not (part.startswith("neck") and "neck" in wanted):
             continue
-        times = time_rounds(fns, x, args.repeat, args.warmup)
+        times = time_rounds(fns, x, args.repeat, args.warmup, args.settle)
         ours, theirs = fns["rlx"](x), fns["torch"](x)
         ours = ours if isinstance(ours[0], np.ndarray) else [o[0] for o in ours]
         theirs = theirs if isinstance(theirs[0], np.ndarray) else [t[0] for t in theirs]
@@ -142,6 +156,7 @@ def main(argv=None) -> int:
         print(timing.report(top=30))
     if args.json:
         atomic_write_text(args.json, json.dumps({"threads": args.threads, "repeat": args.repeat,
+                                                 "settle_s": args.settle,
                                                  "parts": wanted or "all",
                                                  "profile": profile.name, "rows": rows},
                                                 indent=1))
