@@ -265,3 +265,30 @@ def test_float64_norms_in_both_layouts():
 
 
 __all__ = ["LLVM", "LLVM_UNFUSED", "unary"]
+
+
+@pytest.mark.parametrize("rows", [7, 300], ids=["short-f32-sums", "long-f64-sums"])
+def test_float32_softmax_down_columns(rows):
+    """The column layout (reduced axis not innermost), fused with a prologue and an
+    epilogue, over more columns than one task takes (and a partial last task). Short
+    columns sum in float32 (`norm.F32_COLUMN_SUM`), long ones in float64: both within
+    float32 rounding of the float64 reference, and each row of the result sums to 1."""
+    from rlx.backends.llvm.norm import COLUMNS, F32_COLUMN_SUM
+
+    width = COLUMNS + 44
+    assert (rows <= F32_COLUMN_SUM) == (rows == 7)
+    rng = np.random.default_rng(11)
+    x = (rng.standard_normal((3, rows, width)) * 4).astype(np.float32)
+    s = rng.standard_normal((1, rows, 1)).astype(np.float32)
+
+    def build(b):
+        xv, sv = b.input("x", x.shape), b.input("s", s.shape)
+        b.output(b.mul(b.softmax(b.add(xv, sv), axis=1), 2.0))
+    b = GraphBuilder(f"colsoftmax{rows}")
+    build(b)
+    g = b.build()
+    compiled = compile_graph(g, LLVM, weights={})
+    assert "llvm.norm" in _kinds(compiled)
+    (got,), (want,) = compiled(x, s), run_graph(g, [x, s], {})
+    np.testing.assert_allclose(got, want, rtol=2e-6, atol=1e-7)
+    np.testing.assert_allclose(got.astype(np.float64).sum(axis=1), 2.0, rtol=2e-6)

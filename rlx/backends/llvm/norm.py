@@ -12,7 +12,9 @@ Two layouts, as in the numba backend:
 * column (the reduced axis is not innermost, e.g. LayerNorm2d over NCHW
   channels): a task is a chunk of the innermost dim, with one float64
   accumulator per column on the stack, so the vector loop runs across columns
-  and needs no reassociation at all.
+  and needs no reassociation at all. A float32 softmax over a short axis (the
+  attention over a few tokens, one column per pixel) keeps its max and sum in
+  float32 instead (`F32_COLUMN_SUM`): twice the vector width.
 
 Statistics follow the reference: mean, then the mean of squared deviations
 (two passes), rstd = 1 / sqrt(var + eps); softmax subtracts the row max before
@@ -35,6 +37,9 @@ from rlx.backends.llvm.program import Env, emit_instrs
 
 #: innermost columns per task in the column layout
 COLUMNS = 256
+#: a float32 softmax down columns sums in float32 when the reduced axis is at most this
+#: long (each sum is then a few terms in (0, 1]: ~n ulp at worst); longer ones in float64
+F32_COLUMN_SUM = 64
 RED = ("reassoc",)
 
 
@@ -297,32 +302,45 @@ def _column_kernel(b, fn, spec: NormSpec, ops: Operands, math_: MathLib, out_dty
                 _finish(b, env, spec, y, out_ptr, out_at(c, j), out_dtype)
             sweep(p3)
         else:
-            fill(acc1, ir.Constant(U.F64, float("-inf")))
-            maxnum = U.intrinsic(b.module, "llvm.maxnum.f64", U.F64, [U.F64, U.F64])
+            # the max is exact at any precision; a short column's sum (a handful of terms
+            # in (0, 1]) loses nothing that matters in float32, and float32 slots let the
+            # loops run at full vector width (float64 ones halve it)
+            ty = U.REG[dt]
+            sum_ty = ty if dt == "f32" and n <= F32_COLUMN_SUM else U.F64
+            sum_dt = dt if sum_ty == ty else "f64"
+            mx = b.bitcast(acc1, ir.PointerType(ty)) if ty != U.F64 else acc1
+            sm = b.bitcast(acc2, ir.PointerType(sum_ty)) if sum_ty != U.F64 else acc2
+
+            def at(arr, t, j):
+                return b.gep(arr, [j], inbounds=True, source_etype=t)
+
+            with U.loop(b, 0, cnt, "f") as j:
+                b.store(ir.Constant(ty, float("-inf")), at(mx, ty, j))
+            maxnum = U.intrinsic(b.module, f"llvm.maxnum.{'f32' if dt == 'f32' else 'f64'}",
+                                 ty, [ty, ty])
 
             def p1(c, j, env, p_):
-                s = slot(acc1, j)
-                b.store(b.call(maxnum, [b.load(s, typ=U.F64),
-                                        U.convert(b, p_.x(), dt, "f64")]), s)
+                s_ = at(mx, ty, j)
+                b.store(b.call(maxnum, [b.load(s_, typ=ty), p_.x()]), s_)
             sweep(p1)
-            fill(acc2, zero)
+            with U.loop(b, 0, cnt, "f") as j:
+                b.store(ir.Constant(sum_ty, 0.0), at(sm, sum_ty, j))
 
             def p2(c, j, env, p_):
-                m = U.convert(b, b.load(slot(acc1, j), typ=U.F64), "f64", dt)
-                e = math_.unary(b, "exp", b.fsub(p_.x(), m))
+                e = math_.unary(b, "exp", b.fsub(p_.x(), b.load(at(mx, ty, j), typ=ty)))
                 U.store(b, e, out_ptr, out_at(c, j), dt)
-                s = slot(acc2, j)
-                b.store(b.fadd(b.load(s, typ=U.F64), U.convert(b, e, dt, "f64")), s)
+                s_ = at(sm, sum_ty, j)
+                b.store(b.fadd(b.load(s_, typ=sum_ty), U.convert(b, e, dt, sum_dt)), s_)
             sweep(p2)
 
             def to_inv(j):
-                s = slot(acc2, j)
-                b.store(b.fdiv(ir.Constant(U.F64, 1.0), b.load(s, typ=U.F64)), s)
+                s_ = at(sm, sum_ty, j)
+                b.store(b.fdiv(ir.Constant(sum_ty, 1.0), b.load(s_, typ=sum_ty)), s_)
             each(to_inv)
 
             def p3(c, j, env, p_):
-                inv = U.convert(b, b.load(slot(acc2, j), typ=U.F64), "f64", dt)
-                at = out_at(c, j)
-                y = b.fmul(U.load(b, out_ptr, at, dt), inv)
-                _finish(b, env, spec, y, out_ptr, at, out_dtype)
+                inv = U.convert(b, b.load(at(sm, sum_ty, j), typ=sum_ty), sum_dt, dt)
+                at_ = out_at(c, j)
+                y = b.fmul(U.load(b, out_ptr, at_, dt), inv)
+                _finish(b, env, spec, y, out_ptr, at_, out_dtype)
             sweep(p3)
