@@ -22,7 +22,15 @@ caller at a time owns the workers; a concurrent caller (another Python thread
 running another plan) falls back to the thread pool in
 `rlx.backends.common.threads`.
 
-Slot layout (i64 fields): seq, done, fn, nargs, lo, hi, args, sleeping, park.
+A share is *claimed* by the worker before it runs it; when the caller has
+finished its own share and the worker has not yet claimed its one (it is asleep
+and not woken yet, or another process has its core), the caller takes that share
+back and runs it itself instead of waiting: on a loaded machine a parallel call
+is then never slower than running it alone (without this, 2 threads with one busy
+process beside them took ~1.7x the single-threaded time, every hand-off waiting
+for the scheduler).
+
+Slot layout (i64 fields): seq, done, fn, nargs, lo, hi, args, sleeping, park, claim.
 Between plan calls the workers are parked (`park`): they stop spinning at once,
 so a caller's own threads (host post-processing) get the cores.
 """
@@ -32,6 +40,7 @@ from __future__ import annotations
 import ctypes
 import os
 import threading
+import time
 
 import numpy as np
 from llvmlite import ir
@@ -42,28 +51,51 @@ from rlx.backends.llvm import irutil as U
 #: longer than the Python gap between two kernels of a plan, short enough that an idle
 #: process stops burning a core almost at once
 SPIN_US = 1000
+#: how long a caller spins for a worker to finish its share before it yields its core
+#: between checks (microseconds): shares end within a few microseconds of each other
+#: unless the worker lost its core to another process
+JOIN_SPIN_US = 50
+#: a plan call during which the calling thread was off its core for more than this share
+#: of the time (and that took at least OBSERVE_MIN_S) means other work has the cores: the
+#: following calls run on the calling thread alone for SERIAL_S seconds, then the workers
+#: are tried again. With one busy process beside a 2-thread plan on 2 cores, parallel
+#: calls were ~1.4x slower than serial ones even with take-back: three threads time-share
+#: two cores and every kernel waits for whichever half was preempted
+BUSY_SHARE = 0.2
+OBSERVE_MIN_S = 2e-3
+SERIAL_S = 0.5
+#: measured with busy processes beside a 2-thread plan on 2 cores: one of them leaves a
+#: serial call off its core 0-23 % of the time, two of them ~50 %
+CROWDED_SHARE = 0.35
+PARALLEL_HOLD_S = 1.0
 #: most pointer arguments a kernel may take and still use the native hand-off
 MAX_ARGS = 24
 #: pointer arrays kept for reuse (a plan's kernels; cleared when full)
 ARGS_KEPT = 4096
 #: park the workers when a plan call ends (see `park`)
 PARK_AFTER_PLAN = True
-SEQ, DONE, FN, NARGS, LO, HI, ARGS, SLEEPING, PARK = range(9)
+SEQ, DONE, FN, NARGS, LO, HI, ARGS, SLEEPING, PARK, CLAIM = range(10)
 #: i64 fields per slot (two cache lines: a worker's slot shares no line with another's)
 SLOT = 16
-OP_WAIT, OP_JOIN, OP_POST = 0, 1, 2
+OP_WAIT, OP_JOIN, OP_POST, OP_RECLAIM = 0, 1, 2, 3
 
 
 def runtime_ir(triple: str) -> str:
     """IR of the one exported function ``i64 rlx_kernel(op, slot, a, b, c, d, e)``:
 
     * OP_WAIT (worker): wait for a sequence number other than `a` (spin for `b` cycles,
-      then set ``sleeping`` and check once more); run the task, mark it done and wait
-      again for the next one, each wait with a fresh spin budget; return the last sequence
-      number seen when none came in time or the slot is parked (it is then ``sleeping``);
-    * OP_JOIN (caller): spin until the slot's ``done`` equals `a`;
-    * OP_POST (caller): store fn=`a`, nargs=`b`, lo=`c`, hi=`d`, args=`e`, bump the
-      sequence number; return the new one, negated if the worker was sleeping.
+      then set ``sleeping`` and check once more); claim the task (``claim``: its sequence
+      number -> its negation), run it, mark it done and wait again for the next one, each
+      wait with a fresh spin budget; a task the caller took back is skipped. Returns the
+      last sequence number seen when none came in time or the slot is parked (it is then
+      ``sleeping``);
+    * OP_JOIN (caller): spin until the slot's ``done`` equals `a` (return 1) or for at most
+      `b` cycles (return 0: the caller yields its core and asks again);
+    * OP_POST (caller): store fn=`a`, nargs=`b`, lo=`c`, hi=`d`, args=`e`, open the task
+      for claiming (``claim`` = the new sequence number) and bump the sequence number;
+      return the new one, negated if the worker was sleeping;
+    * OP_RECLAIM (caller): take task `a` back if the worker has not claimed it
+      (``claim``: `a` -> 0); 1 if taken back (the caller runs it), 0 if the worker has it.
     """
     m = U.new_module("rlx_forkjoin")
     m.triple = triple
@@ -91,12 +123,13 @@ def runtime_ir(triple: str) -> str:
     tramp = _trampoline(m)
     entry = fn.append_basic_block("entry")
     b = ir.IRBuilder(entry)
-    wait_bb, join_bb, post_bb, bad_bb = (fn.append_basic_block(n)
-                                        for n in ("wait", "join", "post", "bad"))
+    wait_bb, join_bb, post_bb, reclaim_bb, bad_bb = (
+        fn.append_basic_block(n) for n in ("wait", "join", "post", "reclaim", "bad"))
     sw = b.switch(op, bad_bb)
     sw.add_case(U.i64(OP_WAIT), wait_bb)
     sw.add_case(U.i64(OP_JOIN), join_bb)
     sw.add_case(U.i64(OP_POST), post_bb)
+    sw.add_case(U.i64(OP_RECLAIM), reclaim_bb)
     b.position_at_end(bad_bb)
     b.ret(U.i64(-1))
 
@@ -109,6 +142,7 @@ def runtime_ir(triple: str) -> str:
     spin_more = fn.append_basic_block("wait.more")
     give_up = fn.append_basic_block("wait.sleep")
     run = fn.append_basic_block("wait.run")
+    work = fn.append_basic_block("wait.work")
     idle = fn.append_basic_block("wait.idle")
     b.position_at_end(wait_bb)
     b.branch(loop)
@@ -137,11 +171,17 @@ def runtime_ir(triple: str) -> str:
     seq.add_incoming(s1, spin)
     seq.add_incoming(s2, give_up)
     astore(b, U.i64(0), SLEEPING, "seq_cst")
+    # claim it, unless the caller has taken it back (then it is the caller's to run and to
+    # wait for: nothing to do here); a claim for an older sequence number fails too
+    got = b.cmpxchg(field(b, CLAIM), seq, b.neg(seq), "seq_cst", "seq_cst")
+    b.cbranch(b.extract_value(got, 1), work, loop)
+    last.add_incoming(seq, run)
+    b.position_at_end(work)
     b.call(tramp, [b.load(field(b, FN), typ=U.I64), b.load(field(b, NARGS), typ=U.I64),
                    b.load(field(b, LO), typ=U.I64), b.load(field(b, HI), typ=U.I64),
                    b.load(field(b, ARGS), typ=U.I64)])
     astore(b, seq, DONE)
-    last.add_incoming(seq, run)
+    last.add_incoming(seq, work)
     b.branch(loop)
 
     # ---- caller: wait until done ---------------------------------------------------------
@@ -149,23 +189,33 @@ def runtime_ir(triple: str) -> str:
     jspin = fn.append_basic_block("join.spin")
     jmore = fn.append_basic_block("join.more")
     jdone = fn.append_basic_block("join.done")
+    jlate = fn.append_basic_block("join.late")
+    j0 = b.call(cycles, [])
     b.branch(jspin)
     b.position_at_end(jspin)
     b.cbranch(b.icmp_signed("==", aload(b, DONE), a), jdone, jmore)
     b.position_at_end(jmore)
     relax(b)
-    b.branch(jspin)
+    b.cbranch(b.icmp_unsigned(">", b.sub(b.call(cycles, []), j0), bb), jlate, jspin)
+    b.position_at_end(jlate)
+    b.ret(U.i64(0))
     b.position_at_end(jdone)
-    b.ret(a)
+    b.ret(U.i64(1))
 
     # ---- caller: post a task -------------------------------------------------------------
     b.position_at_end(post_bb)
     for i, v in ((FN, a), (NARGS, bb), (LO, c), (HI, d), (ARGS, e)):
         b.store(v, field(b, i))
     new = b.add(b.load(field(b, SEQ), typ=U.I64), U.i64(1))
+    astore(b, new, CLAIM, "seq_cst")
     astore(b, new, SEQ, "seq_cst")
     asleep = aload(b, SLEEPING, "seq_cst")
     b.ret(b.select(b.icmp_signed("!=", asleep, U.i64(0)), b.neg(new), new))
+
+    # ---- caller: take a task back that no worker has started ------------------------------
+    b.position_at_end(reclaim_bb)
+    back = b.cmpxchg(field(b, CLAIM), a, U.i64(0), "seq_cst", "seq_cst")
+    b.ret(b.zext(b.extract_value(back, 1), U.I64))
     return str(m)
 
 
@@ -216,7 +266,16 @@ class ForkJoin:
         proto = ctypes.CFUNCTYPE(ctypes.c_int64, ctypes.c_int64, ctypes.c_void_p,
                                  *([ctypes.c_int64] * 5))
         self._call = proto(self._loaded.address)
-        self.spin_cycles = _cycles_per_us() * SPIN_US
+        per_us = _cycles_per_us()
+        self.spin_cycles = per_us * SPIN_US
+        self.join_cycles = per_us * JOIN_SPIN_US
+        #: until when (monotonic seconds) calls run on the calling thread alone, and until
+        #: when they use the workers whatever happens (`observe`)
+        self.serial_until = 0.0
+        self.parallel_until = 0.0
+        #: calls that reached the workers' owner (serial or not): a plan call is observed
+        #: only if it made some (a single-threaded plan says nothing about them)
+        self.calls = 0
         self._slots = np.zeros((max(workers, 0), SLOT), dtype=np.int64)  # one row per worker
         self._seq = [0] * workers
         self._events = [threading.Event() for _ in range(workers)]
@@ -243,6 +302,31 @@ class ForkJoin:
         whatever the caller does next, e.g. host post-processing on the thread pool)."""
         self._slots[:, PARK] = 1
 
+    @property
+    def serial(self) -> bool:
+        """True while calls run on the calling thread alone (see `observe`)."""
+        return time.monotonic() < self.serial_until
+
+    def observe(self, wall: float, cpu: float, serial: bool) -> None:
+        """A plan call took `wall` seconds, `cpu` of them on its thread's CPU, and ran
+        serially or not. When the thread was off its core for more than BUSY_SHARE of a long
+        enough call (preempted, or yielding to a worker that lost its core), other work has
+        the cores: a parallel call switches the next ones to serial for SERIAL_S seconds.
+        A serial call off its core for more than CROWDED_SHARE means the machine is
+        oversubscribed (serial only helps when it leaves the other work a core of its own;
+        on a crowded machine more threads get more of it), so the workers are used again
+        and kept for PARALLEL_HOLD_S seconds."""
+        if wall < OBSERVE_MIN_S:
+            return
+        off = 1.0 - cpu / wall
+        now = time.monotonic()
+        if serial:
+            if off > CROWDED_SHARE:
+                self.serial_until = 0.0
+                self.parallel_until = now + PARALLEL_HOLD_S
+        elif off > BUSY_SHARE and now >= self.parallel_until:
+            self.serial_until = now + SERIAL_S
+
     def _slot(self, k: int) -> int:
         return self._slots.__array_interface__["data"][0] + 8 * SLOT * k
 
@@ -262,6 +346,10 @@ class ForkJoin:
         if parts < 2 or len(ptrs) > MAX_ARGS or not self._owner.acquire(blocking=False):
             return False
         try:
+            self.calls += 1
+            if self.serial_until and self.serial:
+                fn(0, n_tasks, *ptrs)
+                return True
             # A plan calls its kernels on the same buffers every time: the pointer array
             # and the task bounds of a call are kept, not rebuilt (a few us per kernel).
             kept = self._args.get(ptrs)
@@ -286,8 +374,17 @@ class ForkJoin:
             try:
                 fn(bounds[0], bounds[1], *ptrs)
             finally:
+                # a worker that has not started its share by now (asleep, or its core taken
+                # by another process) is not waited for: its share is taken back and run here
                 for k in range(parts - 1):
-                    call(OP_JOIN, slots[k], seqs[k], 0, 0, 0, 0)
+                    if call(OP_RECLAIM, slots[k], seqs[k], 0, 0, 0, 0):
+                        fn(bounds[k + 1], bounds[k + 2], *ptrs)
+                        continue
+                    # the worker has it: spin briefly, then give the core away between
+                    # checks (a worker that shares its core with another process runs
+                    # sooner when this thread does not spin on the other one)
+                    while not call(OP_JOIN, slots[k], seqs[k], self.join_cycles, 0, 0, 0):
+                        os.sched_yield()
             return True
         finally:
             self._owner.release()
@@ -339,17 +436,29 @@ def _forget_after_fork() -> None:
 os.register_at_fork(after_in_child=_forget_after_fork)
 
 
+_plan_call = threading.local()
+
+
 def wake() -> None:
     """Wake the workers that went to sleep (a plan call is about to start)."""
     fj = _instance
     if fj is not None:
-        fj.wake()
+        if not fj.serial:  # serial calls leave the workers asleep
+            fj.wake()
+        _plan_call.start = (time.perf_counter(), time.thread_time(), fj.serial, fj.calls)
 
 
 def park() -> None:
-    """Send the spinning workers to sleep (a plan call has ended)."""
+    """Send the spinning workers to sleep (a plan call has ended); tell the fork-join how
+    much of the call its thread spent on a core (`ForkJoin.observe`)."""
     fj = _instance
-    if fj is not None and PARK_AFTER_PLAN:
+    if fj is None:
+        return
+    start = getattr(_plan_call, "start", None)
+    _plan_call.start = None
+    if start is not None and fj.calls != start[3]:
+        fj.observe(time.perf_counter() - start[0], time.thread_time() - start[1], start[2])
+    if PARK_AFTER_PLAN:
         fj.park()
 
 
