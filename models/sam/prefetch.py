@@ -73,16 +73,11 @@ def start_click_warmup(predictor, input_size, original_size) -> None:
     decoder = decoder_for(predictor.model)
     decoder.prefetch(*CLICK_BUCKET)
     config = decoder.config
-    size = (tuple(input_size), tuple(original_size), config.image_size,
-            config.image_embedding_size, config.num_multimask_outputs)
-    if size in _warmed_sizes:  # the tables are cached per size: once is enough
-        return
-
-    def job() -> None:
-        _warm_postprocess(config, input_size, original_size)
-        _warmed_sizes.add(size)
-
-    predictor._size_job = background.start(job, name="rlx-sam-postprocess-size")
+    if _size_key(config, input_size, original_size) in _warmed_sizes:
+        return  # the tables are cached per size: once is enough
+    predictor._size_job = background.start(
+        lambda: _warm_size(config, input_size, original_size),
+        name="rlx-sam-postprocess-size")
 
 
 def start_image_stage(predictor) -> Optional[object]:
@@ -112,6 +107,40 @@ def start_image_stage(predictor) -> Optional[object]:
     predictor._image_stage_job = background.start(
         lambda: decoder.prepare_image(features, current), name="rlx-sam-image-stage")
     return predictor._image_stage_job
+
+
+def start_embedding_stage(decoder, features, input_size, original_size, current):
+    """For an embedding kept outside a predictor (``rlx serve``'s uploads): one background
+    job that runs the image-only stage of `decoder`'s compiled prompt graphs for
+    `features` and warms the post-processing of the image's size, so the first click
+    on it costs what the next ones do. `current()` says whether the image is still the
+    one to prepare (asked before the work and between buckets). Returns the
+    `rlx.runtime.background.Job`, or None when prefetching is off."""
+    if not enabled():
+        return None
+    from rlx.runtime import background
+
+    def job() -> None:
+        if not current():
+            return
+        decoder.prepare_image(features, current)
+        if current():
+            _warm_size(decoder.config, input_size, original_size)
+
+    return background.start(job, name="rlx-sam-embedding-stage")
+
+
+def _size_key(config, input_size, original_size) -> tuple:
+    return (tuple(input_size), tuple(original_size), config.image_size,
+            config.image_embedding_size, config.num_multimask_outputs)
+
+
+def _warm_size(config, input_size, original_size) -> None:
+    """`_warm_postprocess` once per image size (its tables are cached per size)."""
+    key = _size_key(config, input_size, original_size)
+    if key not in _warmed_sizes:
+        _warm_postprocess(config, input_size, original_size)
+        _warmed_sizes.add(key)
 
 
 def _warm_postprocess(config, input_size, original_size) -> None:

@@ -594,3 +594,31 @@ def test_serve_warns_when_binding_beyond_loopback(busy_port):
     r = rlx("serve", "--model", "small", "--host", "0.0.0.0", "--port", str(busy_port))
     assert r.returncode == 2
     assert "NO authentication" in r.stderr and "cannot listen on 0.0.0.0" in r.stderr
+
+
+def test_an_upload_prepares_its_prompt_graphs_image_stage_in_the_background(sam, images,
+                                                                           monkeypatch):
+    """The newest upload's image-only prompt work runs in the background, so its first
+    click runs only the click stage; with RLX_SAM_PREFETCH=0 nothing is started."""
+    from models.sam.prompt_graph import CLICK_BUCKET
+    from models.sam.serve.prompts import parse_mask_request
+    from rlx.runtime import background
+
+    svc = SegmentService(sam)
+    try:
+        svc.compile_buckets([CLICK_BUCKET])
+        click = svc.decoder.buckets[CLICK_BUCKET]
+        request = parse_mask_request(b'{"points": [[60, 50, 1]]}', W, H)
+        for image in images:
+            entry, _ = svc.add_image(image)
+            assert background.wait(300)
+            assert click._kept is not None and click._keys[0][0] is entry.features
+            runs = click.slow_runs
+            json.loads(svc.masks_json(entry, request))
+            assert click.slow_runs == runs  # the click found the image's stage done
+        monkeypatch.setenv("RLX_SAM_PREFETCH", "0")
+        entry, _ = svc.add_image(images[0])
+        assert background.wait(300)
+        assert click._keys[0][0] is not entry.features
+    finally:
+        svc.close()
