@@ -5,9 +5,9 @@
 
 The llvm backend's fork-join hands each kernel's second half to a worker
 thread. When another process has that worker's core, the half waits for the
-scheduler: before take-back and the switch to serial calls
+scheduler: before take-back and keeping workers off their caller's core
 (`rlx.backends.llvm.forkjoin`), a 2-thread plan beside one busy process took
-~1.9x as long as the same plan on one thread. This runs one plan (15 rounds of
+~1.8x as long as the same plan on one thread. This runs one plan (15 rounds of
 ``exp(tanh(x W) Wᵀ)``, [256, 1024] x [1024, 256]: ~30 GEMM kernels of ~0.4 ms a
 half, the size of SAM decoder's largest) compiled for 1 and for 2 threads,
 with 0, 1, 2 ... processes spinning beside it (``--busy``), the two builds

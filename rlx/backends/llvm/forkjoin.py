@@ -25,10 +25,11 @@ running another plan) falls back to the thread pool in
 A share is *claimed* by the worker before it runs it; when the caller has
 finished its own share and the worker has not yet claimed its one (it is asleep
 and not woken yet, or another process has its core), the caller takes that share
-back and runs it itself instead of waiting: on a loaded machine a parallel call
-is then never slower than running it alone (without this, 2 threads with one busy
-process beside them took ~1.7x the single-threaded time, every hand-off waiting
-for the scheduler).
+back and runs it itself instead of waiting for the scheduler. A worker is kept
+off the core its caller runs on (`ForkJoin._keep_off`), and a caller whose
+worker is late yields its core between checks. On 2 cores with one busy process
+beside a 2-thread plan these took it from 1.8x to ~1.05x the single-threaded
+time (`benchmarks/bench_contention.py`).
 
 Slot layout (i64 fields): seq, done, fn, nargs, lo, hi, args, sleeping, park, claim.
 Between plan calls the workers are parked (`park`): they stop spinning at once,
@@ -40,7 +41,6 @@ from __future__ import annotations
 import ctypes
 import os
 import threading
-import time
 
 import numpy as np
 from llvmlite import ir
@@ -55,19 +55,6 @@ SPIN_US = 1000
 #: between checks (microseconds): shares end within a few microseconds of each other
 #: unless the worker lost its core to another process
 JOIN_SPIN_US = 50
-#: a plan call during which the calling thread was off its core for more than this share
-#: of the time (and that took at least OBSERVE_MIN_S) means other work has the cores: the
-#: following calls run on the calling thread alone for SERIAL_S seconds, then the workers
-#: are tried again. With one busy process beside a 2-thread plan on 2 cores, parallel
-#: calls were ~1.4x slower than serial ones even with take-back: three threads time-share
-#: two cores and every kernel waits for whichever half was preempted
-BUSY_SHARE = 0.2
-OBSERVE_MIN_S = 2e-3
-SERIAL_S = 0.5
-#: measured with busy processes beside a 2-thread plan on 2 cores: one of them leaves a
-#: serial call off its core 0-23 % of the time, two of them ~50 %
-CROWDED_SHARE = 0.35
-PARALLEL_HOLD_S = 1.0
 #: most pointer arguments a kernel may take and still use the native hand-off
 MAX_ARGS = 24
 #: pointer arrays kept for reuse (a plan's kernels; cleared when full)
@@ -269,16 +256,14 @@ class ForkJoin:
         per_us = _cycles_per_us()
         self.spin_cycles = per_us * SPIN_US
         self.join_cycles = per_us * JOIN_SPIN_US
-        #: until when (monotonic seconds) calls run on the calling thread alone, and until
-        #: when they use the workers whatever happens (`observe`)
-        self.serial_until = 0.0
-        self.parallel_until = 0.0
-        #: calls that reached the workers' owner (serial or not): a plan call is observed
-        #: only if it made some (a single-threaded plan says nothing about them)
-        self.calls = 0
         self._slots = np.zeros((max(workers, 0), SLOT), dtype=np.int64)  # one row per worker
         self._seq = [0] * workers
         self._events = [threading.Event() for _ in range(workers)]
+        #: the workers' kernel thread ids, the cores this process may use, and the core the
+        #: workers were last kept off (`_keep_off`)
+        self._tids: list = [None] * workers
+        self._cpus = set(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else set()
+        self._kept_off = None
         self._owner = threading.Lock()
         self.workers = workers
         self._slot_addr = [self._slot(k) for k in range(workers)]
@@ -291,46 +276,44 @@ class ForkJoin:
             t.start()
 
     def wake(self) -> None:
-        """Workers may spin again; the sleeping ones are woken."""
+        """Workers may spin again; the sleeping ones are woken (away from this thread's
+        core, see `_keep_off`)."""
         self._slots[:, PARK] = 0
+        self._keep_off()
         for k, event in enumerate(self._events):
             if self._slots[k, SLEEPING]:
                 event.set()
+
+    def _keep_off(self) -> None:
+        """Let the workers run anywhere but the calling thread's current core. Linux wakes
+        a thread on its waker's core when it can: a worker woken there shares that core
+        with the caller until the load balancer moves it (ms later), and a short plan
+        call then takes ~2x as long (SAM 3 neck's 0.5x branch: 11-13 or 20-27 ms). A
+        worker kept off stays off only while the caller stays put; a share it cannot
+        start (its cores busy) is taken back by the caller."""
+        cpu = _current_cpu()
+        if cpu is None or cpu == self._kept_off or len(self._cpus) < 2:
+            return
+        others = self._cpus - {cpu}
+        for tid in self._tids:
+            if tid is None:
+                continue
+            try:
+                os.sched_setaffinity(tid, others)
+            except OSError:  # the thread is gone, or affinity is not ours to set
+                return
+        self._kept_off = cpu
 
     def park(self) -> None:
         """Workers stop spinning now and sleep (a plan call ended: the cores are for
         whatever the caller does next, e.g. host post-processing on the thread pool)."""
         self._slots[:, PARK] = 1
 
-    @property
-    def serial(self) -> bool:
-        """True while calls run on the calling thread alone (see `observe`)."""
-        return time.monotonic() < self.serial_until
-
-    def observe(self, wall: float, cpu: float, serial: bool) -> None:
-        """A plan call took `wall` seconds, `cpu` of them on its thread's CPU, and ran
-        serially or not. When the thread was off its core for more than BUSY_SHARE of a long
-        enough call (preempted, or yielding to a worker that lost its core), other work has
-        the cores: a parallel call switches the next ones to serial for SERIAL_S seconds.
-        A serial call off its core for more than CROWDED_SHARE means the machine is
-        oversubscribed (serial only helps when it leaves the other work a core of its own;
-        on a crowded machine more threads get more of it), so the workers are used again
-        and kept for PARALLEL_HOLD_S seconds."""
-        if wall < OBSERVE_MIN_S:
-            return
-        off = 1.0 - cpu / wall
-        now = time.monotonic()
-        if serial:
-            if off > CROWDED_SHARE:
-                self.serial_until = 0.0
-                self.parallel_until = now + PARALLEL_HOLD_S
-        elif off > BUSY_SHARE and now >= self.parallel_until:
-            self.serial_until = now + SERIAL_S
-
     def _slot(self, k: int) -> int:
         return self._slots.__array_interface__["data"][0] + 8 * SLOT * k
 
     def _worker(self, k: int) -> None:
+        self._tids[k] = threading.get_native_id()
         last = 0
         slot, event, call = self._slot(k), self._events[k], self._call
         while True:
@@ -346,10 +329,6 @@ class ForkJoin:
         if parts < 2 or len(ptrs) > MAX_ARGS or not self._owner.acquire(blocking=False):
             return False
         try:
-            self.calls += 1
-            if self.serial_until and self.serial:
-                fn(0, n_tasks, *ptrs)
-                return True
             # A plan calls its kernels on the same buffers every time: the pointer array
             # and the task bounds of a call are kept, not rebuilt (a few us per kernel).
             kept = self._args.get(ptrs)
@@ -388,6 +367,26 @@ class ForkJoin:
             return True
         finally:
             self._owner.release()
+
+
+def _current_cpu():
+    """The core the calling thread runs on (glibc's sched_getcpu), or None."""
+    global _getcpu
+    if _getcpu is None:
+        try:
+            fn = ctypes.CDLL(None).sched_getcpu
+            fn.restype = ctypes.c_int
+            fn.argtypes = []
+            _getcpu = fn
+        except (OSError, AttributeError):
+            _getcpu = False
+    if not _getcpu:
+        return None
+    cpu = _getcpu()
+    return cpu if cpu >= 0 else None
+
+
+_getcpu = None
 
 
 def _cycles_per_us() -> int:
@@ -436,29 +435,17 @@ def _forget_after_fork() -> None:
 os.register_at_fork(after_in_child=_forget_after_fork)
 
 
-_plan_call = threading.local()
-
-
 def wake() -> None:
     """Wake the workers that went to sleep (a plan call is about to start)."""
     fj = _instance
     if fj is not None:
-        if not fj.serial:  # serial calls leave the workers asleep
-            fj.wake()
-        _plan_call.start = (time.perf_counter(), time.thread_time(), fj.serial, fj.calls)
+        fj.wake()
 
 
 def park() -> None:
-    """Send the spinning workers to sleep (a plan call has ended); tell the fork-join how
-    much of the call its thread spent on a core (`ForkJoin.observe`)."""
+    """Send the spinning workers to sleep (a plan call has ended)."""
     fj = _instance
-    if fj is None:
-        return
-    start = getattr(_plan_call, "start", None)
-    _plan_call.start = None
-    if start is not None and fj.calls != start[3]:
-        fj.observe(time.perf_counter() - start[0], time.thread_time() - start[1], start[2])
-    if PARK_AFTER_PLAN:
+    if fj is not None and PARK_AFTER_PLAN:
         fj.park()
 
 
