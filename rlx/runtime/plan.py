@@ -54,19 +54,39 @@ class ExecutablePlan:
             static[id(v)] = self.weights[name]
         if self._arena is None:
             self._arena = np.empty(max(self.memory.arena_bytes, 1), dtype=np.uint8)
-        for node in self.graph.nodes:
-            for v in node.outputs:
-                placed = self.memory.placement.get(id(v))
-                if placed is not None:
-                    off, nbytes = placed
-                    static[id(v)] = self._arena[off:off + nbytes].view(v.type.np_dtype) \
-                        .reshape(v.shape)
         self._static = static
+        self._place()
         # optional kernel method: convert / pack its weights now, once (bf16 GEMMs)
         for node, kernel in zip(self.graph.nodes, self.kernels):
             bind = getattr(kernel, "bind_weights", None)
             if bind is not None:
                 bind([static.get(id(v)) if v is not None else None for v in node.inputs])
+
+    def _place(self) -> None:
+        """Views of the arena for every intermediate the memory plan placed in it."""
+        for node in self.graph.nodes:
+            for v in node.outputs:
+                placed = self.memory.placement.get(id(v))
+                if placed is not None:
+                    off, nbytes = placed
+                    self._static[id(v)] = self._arena[off:off + nbytes] \
+                        .view(v.type.np_dtype).reshape(v.shape)
+
+    def use_arena(self, arena: np.ndarray) -> None:
+        """Keep the intermediates in `arena` (uint8, at least `arena_bytes` long) instead
+        of an arena of this plan's own.
+
+        For plans that never run at the same time -- the two stages of a staged graph
+        -- one arena the size of the larger serves both: a call computes every
+        intermediate before reading it, so what another plan left there is never read.
+        The caller guarantees that the plans sharing it never run concurrently.
+        """
+        if arena.dtype != np.uint8 or arena.ndim != 1 or arena.nbytes < self.arena_bytes:
+            raise ValueError(f"graph {self.graph.name}: an arena must be a uint8 vector of at "
+                             f"least {self.arena_bytes} bytes")
+        self._arena = arena
+        if self.weights is not None:
+            self._place()
 
     @property
     def arena_bytes(self) -> int:

@@ -21,7 +21,7 @@ How a slow input is recognised as unchanged:
 Results that come from the kept slow stage are returned as copies, so a
 caller cannot corrupt them -- and so that the next slow run may write its
 results over the kept ones instead of into fresh memory. Like a compiled graph, a staged graph runs one
-call at a time.
+call at a time -- which lets its two stages share one arena (the larger of the two).
 
 `prime()` runs both stages once on example inputs (zeros unless given) and
 forgets the result (see `rlx.runtime.plan.ExecutablePlan.prime`): the first
@@ -115,6 +115,12 @@ class StagedGraph:
         return sum(s.flops for s in self.stages)
 
     def bind(self, weights: Mapping[str, np.ndarray]) -> "StagedGraph":
+        # The stages run one after the other, never at once: one arena serves both
+        # (segment-everything's token graph: 61 MB instead of 40 + 61 per copy).
+        if len(self.stages) > 1 and all(s.plan._arena is None for s in self.stages):
+            arena = np.empty(max(max(s.plan.arena_bytes for s in self.stages), 1), np.uint8)
+            for s in self.stages:
+                s.plan.use_arena(arena)
         for s in self.stages:
             s.bind(weights)
         self.forget()

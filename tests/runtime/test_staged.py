@@ -178,3 +178,37 @@ def test_the_same_frozen_array_is_not_compared(monkeypatch):
     assert not compared and staged.slow_runs == 1
     staged(a.copy(), x)                             # an equal writeable array is compared
     assert compared == [1] and staged.slow_runs == 1
+
+
+def _chain_graph():
+    """Slow and fast stages that both keep intermediates in their arenas (softmax between
+    products: nothing fuses them away)."""
+    b = GraphBuilder("staged_arena")
+    a = b.input("a", (16, 8))
+    x = b.input("x", (16, 8))
+    w = b.weight("w", (8, 8))
+    h = b.matmul(b.softmax(b.matmul(a, w), axis=-1), w)        # slow only
+    k = b.matmul(b.softmax(b.matmul(b.add(x, h), w), axis=-1), w)
+    b.output(b.softmax(b.mul(k, h), axis=0), h)
+    return b.build()
+
+
+@pytest.mark.parametrize("profile", PROFILES)
+def test_the_two_stages_share_one_arena(profile):
+    """The stages never run at once, so one arena (the larger) serves both; results stay
+    right whichever stage last wrote it, also after binding other weights."""
+    graph = _chain_graph()
+    staged = compile_staged(graph, profile, WEIGHTS, slow=["a"])
+    slow, fast = staged.slow.plan, staged.fast.plan
+    assert slow.arena_bytes > 0 and fast.arena_bytes > 0
+    assert slow._arena is fast._arena
+    assert slow._arena.nbytes == max(slow.arena_bytes, fast.arena_bytes)
+    rng = np.random.default_rng(5)
+    slows = [rng.standard_normal((16, 8)).astype(np.float32) for _ in range(2)]
+    for weights in (WEIGHTS, {"w": rng.standard_normal((8, 8)).astype(np.float32),
+                              "b": WEIGHTS["b"]}):
+        staged.bind(weights)
+        for i in range(4):
+            a, x = slows[i % 2], rng.standard_normal((16, 8)).astype(np.float32)
+            for got, want in zip(staged(a, x), run_graph(graph, [a, x], weights)):
+                np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
