@@ -296,8 +296,8 @@ class ForkJoin:
             return
         others = self._cpus - {cpu}
         for tid in self._tids:
-            if tid is None:
-                continue
+            if tid is None:  # not started yet: the next call tries again
+                return
             try:
                 os.sched_setaffinity(tid, others)
             except OSError:  # the thread is gone, or affinity is not ours to set
