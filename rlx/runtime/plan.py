@@ -92,6 +92,11 @@ class ExecutablePlan:
     def arena_bytes(self) -> int:
         return self.memory.arena_bytes
 
+    @property
+    def arena(self) -> np.ndarray | None:
+        """The buffer the intermediates live in (None until `bind` or `use_arena`)."""
+        return self._arena
+
     # ---- priming ------------------------------------------------------------------
 
     def example_inputs(self) -> list[np.ndarray]:

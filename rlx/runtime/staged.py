@@ -117,7 +117,7 @@ class StagedGraph:
     def bind(self, weights: Mapping[str, np.ndarray]) -> "StagedGraph":
         # The stages run one after the other, never at once: one arena serves both
         # (segment-everything's token graph: 61 MB instead of 40 + 61 per copy).
-        if len(self.stages) > 1 and all(s.plan._arena is None for s in self.stages):
+        if len(self.stages) > 1 and all(s.plan.arena is None for s in self.stages):
             arena = np.empty(max(max(s.plan.arena_bytes for s in self.stages), 1), np.uint8)
             for s in self.stages:
                 s.plan.use_arena(arena)
@@ -138,8 +138,11 @@ class StagedGraph:
         is most of the gain for a fraction of the interference: first-call costs are
         mostly fresh pages.
         """
-        for s in self.stages:
-            s.plan.prime(run=False)  # the whole arena, not only what a run touches
+        seen = set()
+        for s in self.stages:  # the whole arena, not only what a run touches; once if shared
+            if id(s.plan.arena) not in seen:
+                seen.add(id(s.plan.arena))
+                s.plan.prime(run=False)
         if not run:
             if self.slow is not None and self._spare is None:
                 self._spare = [_touched(v) for v in self.slow.plan.graph.outputs]
